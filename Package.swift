@@ -1,0 +1,52 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+// Every dependency is paid for on each CGI start-up, so the list is short on purpose:
+// swift-crypto 4.x for HMAC (BoringSSL, links FoundationEssentials only, not full Foundation/ICU) and
+// swift-argument-parser for the operator's command line (never touched on the CGI request path).
+let package = Package(
+    name: "webhook-handler",
+    products: [
+        .executable(name: "webhook-handler", targets: ["webhook-handler"]),
+        .library(name: "WebhookCore", targets: ["WebhookCore"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        /// libfcgi from Debian's libfcgi-dev, `fcgiapp.h` only.
+        .systemLibrary(
+            name: "CFastCGI",
+            pkgConfig: "fcgi",
+            providers: [.apt(["libfcgi-dev"])]
+        ),
+        /// The pure verification core: no libfcgi, no file or network I/O.
+        .target(
+            name: "WebhookCore",
+            dependencies: [.product(name: "Crypto", package: "swift-crypto")]
+        ),
+        /// The FastCGI / CGI adapter: all libfcgi, POSIX and unsafe-pointer work lives here.
+        .target(
+            name: "WebhookGateway",
+            dependencies: ["CFastCGI", "WebhookCore"],
+            swiftSettings: [.enableUpcomingFeature("InternalImportsByDefault")]
+        ),
+        .executableTarget(
+            name: "webhook-handler",
+            dependencies: [
+                "WebhookGateway",
+                "WebhookCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(
+            name: "WebhookCoreTests",
+            dependencies: ["WebhookCore"]
+        ),
+        .testTarget(
+            name: "WebhookHandlerTests",
+            dependencies: ["webhook-handler"]
+        ),
+    ]
+)

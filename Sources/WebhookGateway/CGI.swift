@@ -1,0 +1,49 @@
+public import WebhookCore
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Classic CGI (RFC 3875): the request is this process's environment and stdin; one response on stdout.
+public enum CGI {
+    /// True when a web server started us as a CGI program (it always sets `GATEWAY_INTERFACE`).
+    public static var isInvoked: Bool { Environment.value("GATEWAY_INTERFACE") != nil }
+
+    /// Serves the one request and returns the process's exit status.
+    public static func serve(verifier: Verifier) -> Int32 {
+        let channel = StandardStreams()
+        let record = Responder(verifier: verifier, processSecret: SecretSource.fromEnvironment())
+            .respond(over: channel)
+        Log.write(record.line)
+        return record.delivered ? 0 : 1
+    }
+}
+
+/// The CGI request: environment for params, fd 0 for the body, fd 1 for the response.
+struct StandardStreams: RequestChannel {
+    func param(_ name: String) -> String? { Environment.value(name) }
+
+    func read(into buffer: UnsafeMutableRawBufferPointer) -> Int {
+        max(0, retryingOnInterrupt { Glibc.read(STDIN_FILENO, buffer.baseAddress, buffer.count) })
+    }
+
+    func write(_ bytes: [UInt8]) -> Bool {
+        bytes.withUnsafeBytes { buffer in
+            var offset = 0
+            while offset < buffer.count {
+                let count = retryingOnInterrupt {
+                    Glibc.write(STDOUT_FILENO, buffer.baseAddress! + offset, buffer.count - offset)
+                }
+                if count <= 0 { return false }
+                offset += count
+            }
+            return true
+        }
+    }
+
+    /// RFC 3875 §4.2: never read past `CONTENT_LENGTH`; the server need not close stdin.
+    func discardBody(declared: Int?, bound: Int) {
+        guard let declared, declared > 0 else { return }
+        _ = discard(upTo: min(declared, bound))
+    }
+}

@@ -1,0 +1,31 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A failed system or libfcgi call, named by what we were doing.
+public struct SystemError: Error, CustomStringConvertible, Sendable {
+    public let operation: String
+    public let code: Int32
+
+    public var description: String {
+        let text = code > 0 ? String(cString: strerror(code)) : "libfcgi error \(code)"
+        return "\(operation): \(text)"
+    }
+}
+
+/// The one place C return codes become Swift errors: POSIX calls report -1 and set `errno`;
+/// libfcgi calls report a negative number (often `-errno`).
+@discardableResult
+func check(_ operation: @autoclosure () -> String, _ result: Int32) throws(SystemError) -> Int32 {
+    guard result < 0 else { return result }
+    throw SystemError(operation: operation(), code: result == -1 ? errno : -result)
+}
+
+/// Retries a POSIX call interrupted by a signal.
+func retryingOnInterrupt<T: BinaryInteger>(_ call: () -> T) -> T {
+    while true {
+        let result = call()
+        if result == -1 && errno == EINTR { continue }
+        return result
+    }
+}

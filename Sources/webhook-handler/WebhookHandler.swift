@@ -1,0 +1,174 @@
+import ArgumentParser
+import WebhookCore
+import WebhookGateway
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The operator's command line. Never parsed on the CGI request path (see main.swift).
+struct WebhookHandler: ParsableCommand {
+    static let version = "0.1.0"
+
+    static let configuration = CommandConfiguration(
+        commandName: "webhook-handler",
+        abstract: "Verify HMAC-SHA256 signed webhooks behind nginx or Apache, as FastCGI or CGI.",
+        discussion: """
+            One binary, three ways to run:
+              FastCGI on fd 0      spawn-fcgi, a systemd socket unit or mod_fcgid
+              FastCGI, own socket  webhook-handler --listen /run/webhook/webhook.sock
+              CGI                  the web server sets GATEWAY_INTERFACE; one request
+
+            A POST whose x-signature header holds the hex HMAC-SHA256 of the raw body,
+            keyed with the shared secret, gets 200. Otherwise: 405 for other methods;
+            400 for a missing, malformed or wrong signature or a bad CONTENT_LENGTH;
+            413 for a body over the limit; 500 when no usable secret is configured.
+
+            Environment:
+              API_SECRET_KEY          the shared secret (at least 10 characters)
+              API_SECRET_KEY_FILE     a file holding it (one trailing newline ignored)
+              WEBHOOK_MAX_BODY_BYTES  the body limit without --max-body-bytes (CGI)
+              FCGI_WEB_SERVER_ADDRS   TCP only: web server addresses allowed in
+
+            Under FastCGI, an API_SECRET_KEY param set by the web server (nginx
+            fastcgi_param) wins over the environment. One access line per request
+            goes to stderr; the secret and signatures are never logged.
+            """,
+        version: "webhook-handler \(version)",
+        subcommands: [Serve.self, Sign.self],
+        defaultSubcommand: Serve.self
+    )
+}
+
+/// Serve FastCGI requests until SIGTERM or SIGINT.
+struct Serve: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Serve FastCGI requests (the default).",
+        discussion: """
+            Without --listen, the listening socket must be handed over on fd 0
+            (spawn-fcgi, systemd socket activation, mod_fcgid). Run from a terminal
+            with neither, it prints this help to stderr and exits 2. SIGTERM or SIGINT
+            stop accepting; requests in flight finish first (up to --grace-seconds).
+            """
+    )
+
+    @Option(
+        name: .long,
+        help: ArgumentHelp("Listen here instead of on fd 0: a unix socket path, or HOST:PORT.", valueName: "path|host:port")
+    )
+    var listen: String?
+
+    @Option(name: .long, help: ArgumentHelp("Permissions of a unix socket (octal).", valueName: "mode"))
+    var socketMode: String = "0660"
+
+    @Option(name: .long, help: "Worker processes, each serving one request at a time (default: 2 per CPU).")
+    var workers: Int = FastCGIServer.defaultWorkers
+
+    @Option(name: .long, help: "Largest body accepted, in bytes; longer ones get 413 (default: 1048576).")
+    var maxBodyBytes: Int?
+
+    @Option(name: .long, help: "Seconds in-flight requests get to finish after SIGTERM.")
+    var graceSeconds: Double = 30
+
+    func validate() throws {
+        guard workers >= 1 else { throw ValidationError("--workers must be at least 1") }
+        guard UInt32(socketMode, radix: 8).map({ $0 <= 0o777 }) == true else {
+            throw ValidationError("--socket-mode must be an octal mode such as 0660")
+        }
+        if let maxBodyBytes, maxBodyBytes < 0 { throw ValidationError("--max-body-bytes cannot be negative") }
+        guard graceSeconds >= 0 else { throw ValidationError("--grace-seconds cannot be negative") }
+    }
+
+    func run() throws {
+        let listener: FastCGIServer.Listener
+        if let listen {
+            let isTCP = !listen.hasPrefix("/") && listen.contains(":")
+            listener = isTCP ? .tcp(listen) : .unixSocket(path: listen, mode: UInt32(socketMode, radix: 8)!)
+        } else if FastCGIServer.isHandedListener {
+            listener = .inherited
+        } else {
+            Log.writeStandardError(WebhookHandler.helpMessage() + "\n")
+            throw ExitCode(2)
+        }
+        let secret = SecretSource.fromEnvironment()
+        if case .failure(let problem) = secret {
+            // Not fatal: nginx may pass the secret per request. Such requests without one get 500.
+            Log.write("warning: \(problem.detail ?? "no secret"); requests need a per-request API_SECRET_KEY")
+        }
+        let verifier = try Settings.verifier(maxBodyBytes: maxBodyBytes)
+        let server = FastCGIServer(
+            listener: listener,
+            workers: workers,
+            graceSeconds: graceSeconds,
+            responder: Responder(verifier: verifier, processSecret: secret)
+        )
+        do {
+            throw ExitCode(try server.run())
+        } catch let error as SystemError {
+            Log.write("cannot serve: \(error)")
+            throw ExitCode(1)
+        }
+    }
+}
+
+/// Print the signature of stdin, for testing a deployment with curl.
+struct Sign: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print the x-signature of standard input under the configured secret.",
+        discussion: """
+            The secret comes from --secret-file, API_SECRET_KEY or API_SECRET_KEY_FILE:
+              curl -H "x-signature: $(webhook-handler sign < body.json)" \\
+                   --data-binary @body.json http://127.0.0.1:8080/api/webhook
+            """
+    )
+
+    @Option(name: .long, help: ArgumentHelp("Read the secret from this file.", valueName: "path"))
+    var secretFile: String?
+
+    func run() throws {
+        if let secretFile { setenv(SecretSource.fileVariable, secretFile, 1); unsetenv(SecretSource.variable) }
+        do {
+            let secret = try SecretSource.fromEnvironment().get()
+            print(secret.signature(of: StandardInput.readAll()))
+        } catch {
+            Log.writeStandardError("webhook-handler sign: \(error.detail ?? "no usable secret")\n")
+            throw ExitCode(1)
+        }
+    }
+}
+
+/// Settings shared by the CGI path and the command line.
+enum Settings {
+    static let maxBodyVariable = "WEBHOOK_MAX_BODY_BYTES"
+
+    /// CGI has no command line: the limit comes from the environment, and a bad value falls back to the default
+    /// (with a log line) rather than failing every request.
+    static func verifierFromEnvironment() -> Verifier {
+        do { return try verifier(maxBodyBytes: nil) } catch {
+            Log.write("warning: \(error); using \(Verifier.defaultMaxBodyBytes)")
+            return Verifier()
+        }
+    }
+
+    static func verifier(maxBodyBytes: Int?) throws -> Verifier {
+        if let maxBodyBytes { return Verifier(maxBodyBytes: maxBodyBytes) }
+        guard let text = getenv(maxBodyVariable).map({ String(cString: $0) }) else { return Verifier() }
+        guard let limit = Int(text), limit >= 0 else {
+            throw ValidationError("\(maxBodyVariable) must be a number of bytes, not \(text)")
+        }
+        return Verifier(maxBodyBytes: limit)
+    }
+}
+
+enum StandardInput {
+    static func readAll() -> [UInt8] {
+        var bytes = [UInt8]()
+        var chunk = [UInt8](repeating: 0, count: 64 << 10)
+        while true {
+            let count = chunk.withUnsafeMutableBytes { read(STDIN_FILENO, $0.baseAddress, $0.count) }
+            if count < 0 && errno == EINTR { continue }
+            if count <= 0 { return bytes }
+            bytes += chunk[..<count]
+        }
+    }
+}
