@@ -1,0 +1,99 @@
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The built binary as a FastCGI server, driven by libfcgi's real client `cgi-fcgi`.
+@Suite(.serialized) struct FastCGITests {
+    @Test(arguments: [FastCGIServerProcess.Mode.ownSocket, .spawnFCGI])
+    func everyContractRow(_ mode: FastCGIServerProcess.Mode) throws {
+        let server = try FastCGIServerProcess(mode)
+        for row in Contract.rows { try row.check(try server.send(row)) }
+        #expect(server.stop() == 0)
+        let log = server.log
+        #expect(!log.contains(Contract.secret))
+        #expect(!log.contains(Contract.seedSignature))
+        #expect(log.split(separator: "\n").filter { $0.contains(" POST ") || $0.contains(" GET ") }.count
+            >= Contract.rows.count - 2)
+    }
+
+    @Test func ownSocketHasTheRequestedModeAndIsRemovedOnStop() throws {
+        let server = try FastCGIServerProcess(.ownSocket, arguments: ["--socket-mode", "0600"])
+        let attributes = try FileManager.default.attributesOfItem(atPath: server.socket)
+        #expect((attributes[.posixPermissions] as? Int) == 0o600)
+        #expect(server.stop() == 0)
+        #expect(!FileManager.default.fileExists(atPath: server.socket))
+    }
+
+    @Test func concurrentRequestsAreServedByEveryWorker() throws {
+        let server = try FastCGIServerProcess(.ownSocket, workers: 3)
+        let row = Contract.rows.first { $0.status == 200 }!
+        let statuses = Statuses()
+        DispatchQueue.concurrentPerform(iterations: 48) { _ in
+            statuses.record((try? server.send(row))?.status ?? -1)
+        }
+        #expect(statuses.all == Array(repeating: 200, count: 48))
+        #expect(server.stop() == 0)
+        let servingPIDs = Set(server.log.split(separator: "\n").filter { $0.contains(" 200 ") }
+            .compactMap { $0.split(separator: "[").dropFirst().first?.split(separator: "]").first })
+        #expect(servingPIDs.count >= 2, "requests were not spread over workers:\n\(server.log)")
+    }
+
+    /// A per-request `API_SECRET_KEY` param (nginx `fastcgi_param`) configures a server started without one.
+    @Test func perRequestSecretParam() throws {
+        let server = try FastCGIServerProcess(.ownSocket, environment: [:])
+        let row = Contract.rows.first { $0.status == 200 }!
+        #expect(try server.send(row).status == 500)
+        #expect(try server.send(row, secret: Contract.secret).status == 200)
+        #expect(try server.send(row, secret: "wrong-but-long-enough").status == 400)
+        #expect(server.log.contains("requests need a per-request API_SECRET_KEY"))
+        #expect(server.stop() == 0)
+    }
+
+    /// SIGTERM while a body is still arriving: that request is answered correctly, then the server exits 0.
+    @Test func sigtermLetsTheRequestInFlightFinish() throws {
+        let server = try FastCGIServerProcess(.ownSocket, workers: 1)
+        let body = Array(Contract.seedPayload)
+        let row = ContractRow(name: "in flight", signature: Contract.seedSignature, body: body, status: 200)
+        let pid = server.process.processIdentifier
+        let response = try server.send(row) {
+            usleep(200_000)
+            kill(pid, SIGTERM)
+            usleep(300_000)
+        }
+        try row.check(response)
+        server.process.waitUntilExit()
+        #expect(server.process.terminationStatus == 0)
+        #expect(server.log.contains("SIGTERM: stopping"))
+    }
+
+    /// A worker that dies is replaced; the server keeps answering.
+    @Test func aKilledWorkerIsReplaced() throws {
+        let server = try FastCGIServerProcess(.ownSocket, workers: 2)
+        let victim = try #require(server.workerPIDs.first)
+        kill(victim, SIGKILL)
+        try waitFor("a replacement worker") { server.workerPIDs.count == 2 && !server.workerPIDs.contains(victim) }
+        let row = Contract.rows.first { $0.status == 200 }!
+        for _ in 0..<4 { #expect(try server.send(row).status == 200) }
+        #expect(server.log.contains("worker \(victim) was killed by signal 9; starting another"))
+        #expect(server.stop() == 0)
+    }
+
+    @Test func refusesToReplaceAFileThatIsNotASocket() throws {
+        let file = try TemporaryFile(contents: "precious")
+        let finished = try Programs.run(Programs.handler, ["--listen", file.path],
+                                        environment: ["API_SECRET_KEY": Contract.secret])
+        #expect(finished.status == 1)
+        #expect(finished.stderr.contains("refusing to replace"))
+        #expect(try String(contentsOfFile: file.path, encoding: .utf8) == "precious")
+    }
+}
+
+final class Statuses: @unchecked Sendable {
+    private let lock = NSLock()
+    private var values: [Int] = []
+    func record(_ status: Int) { lock.withLock { values.append(status) } }
+    var all: [Int] { lock.withLock { values } }
+}
