@@ -11,6 +11,7 @@ public enum CGI {
 
     /// Serves the one request and returns the process's exit status.
     public static func serve(verifier: Verifier) -> Int32 {
+        signal(SIGPIPE, SIG_IGN)  // a server that hung up is logged as `response=undelivered`, not a crash
         let channel = StandardStreams()
         let record = Responder(verifier: verifier, processSecret: SecretSource.fromEnvironment())
             .respond(over: channel)
