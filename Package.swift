@@ -45,6 +45,10 @@ let package = Package(
             dependencies: ["WebhookCore"]
         ),
         .testTarget(
+            name: "WebhookGatewayTests",
+            dependencies: ["WebhookGateway"]
+        ),
+        .testTarget(
             name: "WebhookHandlerTests",
             dependencies: ["webhook-handler"]
         ),

@@ -5,6 +5,7 @@ public enum HTTPStatus: Int, Sendable, CaseIterable {
     case methodNotAllowed = 405
     case payloadTooLarge = 413
     case internalServerError = 500
+    case serviceUnavailable = 503
 
     public var code: Int { rawValue }
 
@@ -15,6 +16,7 @@ public enum HTTPStatus: Int, Sendable, CaseIterable {
         case .methodNotAllowed: "Method Not Allowed"
         case .payloadTooLarge: "Payload Too Large"
         case .internalServerError: "Internal Server Error"
+        case .serviceUnavailable: "Service Unavailable"
         }
     }
 }

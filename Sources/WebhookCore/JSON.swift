@@ -1,7 +1,7 @@
 /// Just enough JSON to write our own small objects, without pulling in an encoder at start-up.
-enum JSON {
+public enum JSON {
     /// `text` as a JSON string literal, quotes included (RFC 8259 §7).
-    static func quoted(_ text: String) -> String {
+    public static func quoted(_ text: String) -> String {
         var out = "\""
         out.reserveCapacity(text.utf8.count + 2)
         for scalar in text.unicodeScalars {

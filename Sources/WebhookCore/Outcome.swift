@@ -7,16 +7,33 @@ public struct Outcome: Sendable, Equatable, Error {
     public let reason: String?
     /// For the operator's log only (e.g. why the server is not configured); never sent to the client.
     public let detail: String?
+    /// What the spool kept of a verified payload, when there is a spool.
+    public let receipt: Receipt?
 
     public var isVerified: Bool { status == .ok }
 
-    init(_ status: HTTPStatus, reason: String?, detail: String? = nil) {
+    init(_ status: HTTPStatus, reason: String?, detail: String? = nil, receipt: Receipt? = nil) {
         self.status = status
         self.reason = reason
         self.detail = detail
+        self.receipt = receipt
     }
 
+    /// Verified; nothing was asked to keep it.
     public static let verified = Outcome(.ok, reason: nil)
+
+    /// Verified and on disk: the 200 now means "I have it".
+    public static func stored(_ receipt: Receipt) -> Outcome {
+        Outcome(.ok, reason: nil, receipt: receipt)
+    }
+
+    /// Verified but not stored: the sender should come back later; never a 200.
+    public static func storageFailed(_ detail: String) -> Outcome {
+        Outcome(.serviceUnavailable, reason: "the payload could not be stored; retry later", detail: detail)
+    }
+
+    /// Seconds a 503 asks the sender to wait.
+    public static let retryAfterSeconds = 30
 
     public static func methodNotAllowed(_ method: String) -> Outcome {
         Outcome(.methodNotAllowed, reason: "Method \(method.prefix(Self.methodEchoLimit)) is not allowed on this route")
@@ -44,13 +61,16 @@ extension Outcome {
     public var headers: [(name: String, value: String)] {
         var headers = [("Content-Type", "application/json"), ("Cache-Control", "no-store")]
         if status == .methodNotAllowed { headers.append(("Allow", "POST")) }
+        if status == .serviceUnavailable { headers.append(("Retry-After", String(Self.retryAfterSeconds))) }
         return headers
     }
 
-    /// The JSON body: `{"verified":true}` or `{"reason":"…"}`.
+    /// The JSON body: `{"reason":"…"}`, `{"verified":true}`, or with a spool
+    /// `{"verified":true,"id":"…","duplicate":false}`.
     public var jsonBody: String {
         if let reason { return #"{"reason":"# + JSON.quoted(reason) + "}" }
-        return #"{"verified":true}"#
+        guard let receipt else { return #"{"verified":true}"# }
+        return #"{"verified":true,"id":"\#(receipt.id)","duplicate":\#(receipt.duplicate)}"#
     }
 
     /// The complete CGI response (RFC 3875 §6): `Status:` line, headers, blank line, body.

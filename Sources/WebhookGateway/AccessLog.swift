@@ -19,6 +19,7 @@ struct AccessRecord {
     var line: String {
         var line = "\(remoteAddress.map { Log.printable($0) } ?? "-") \(Log.printable(method)) \(outcome.status.code)"
         line += " bytes=\(bodyBytes) time=\(Self.milliseconds(seconds))ms"
+        if let receipt = outcome.receipt { line += " id=\(receipt.id)\(receipt.duplicate ? " duplicate" : "")" }
         if let reason = outcome.reason { line += " reason=\"\(Log.printable(reason, limit: 200))\"" }
         if let detail = outcome.detail { line += " detail=\"\(Log.printable(detail, limit: 300))\"" }
         if !delivered { line += " response=undelivered" }
@@ -36,15 +37,12 @@ struct AccessRecord {
 /// each written with one `write(2)` so that workers never interleave.
 public enum Log {
     public static func write(_ message: String) {
-        writeStandardError("\(timestamp()) webhook-handler[\(getpid())]: \(message)\n")
+        writeStandardError("\(Clock.utcTimestamp()) webhook-handler[\(getpid())]: \(message)\n")
     }
 
     /// `text` as is, in one `write(2)`.
     public static func writeStandardError(_ text: String) {
-        var bytes = Array(text.utf8)
-        bytes.withUnsafeMutableBytes { buffer in
-            _ = retryingOnInterrupt { Glibc.write(STDERR_FILENO, buffer.baseAddress, buffer.count) }
-        }
+        _ = writeAll(STDERR_FILENO, Array(text.utf8))
     }
 
     /// Client-supplied text made safe for one log line: no control characters, quotes or unbounded length.
@@ -54,15 +52,5 @@ public enum Log {
             out.unicodeScalars.append(scalar.value < 0x20 || scalar.value == 0x7F || scalar == "\"" ? "?" : scalar)
         }
         return text.unicodeScalars.count > limit ? out + "…" : out
-    }
-
-    /// UTC, ISO 8601, to the second.
-    static func timestamp() -> String {
-        var now = time(nil)
-        var parts = tm()
-        gmtime_r(&now, &parts)
-        func two(_ value: Int32) -> String { value < 10 ? "0\(value)" : "\(value)" }
-        return "\(parts.tm_year + 1900)-\(two(parts.tm_mon + 1))-\(two(parts.tm_mday))T"
-            + "\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec))Z"
     }
 }

@@ -10,10 +10,12 @@ public enum CGI {
     public static var isInvoked: Bool { Environment.value("GATEWAY_INTERFACE") != nil }
 
     /// Serves the one request and returns the process's exit status.
-    public static func serve(verifier: Verifier) -> Int32 {
+    public static func serve(verifier: Verifier, spool: Spool?) -> Int32 {
         signal(SIGPIPE, SIG_IGN)  // a server that hung up is logged as `response=undelivered`, not a crash
+        // Every CGI request is a start-up: make sure the spool exists; if it cannot, storing answers 503.
+        _ = try? spool?.prepare()
         let channel = StandardStreams()
-        let record = Responder(verifier: verifier, processSecret: SecretSource.fromEnvironment())
+        let record = Responder(verifier: verifier, processSecret: SecretSource.fromEnvironment(), spool: spool)
             .respond(over: channel)
         Log.write(record.line)
         return record.delivered ? 0 : 1
@@ -29,17 +31,7 @@ struct StandardStreams: RequestChannel {
     }
 
     func write(_ bytes: [UInt8]) -> Bool {
-        bytes.withUnsafeBytes { buffer in
-            var offset = 0
-            while offset < buffer.count {
-                let count = retryingOnInterrupt {
-                    Glibc.write(STDOUT_FILENO, buffer.baseAddress! + offset, buffer.count - offset)
-                }
-                if count <= 0 { return false }
-                offset += count
-            }
-            return true
-        }
+        writeAll(STDOUT_FILENO, bytes) == nil
     }
 
     /// RFC 3875 §4.2: never read past `CONTENT_LENGTH`; the server need not close stdin.

@@ -10,10 +10,13 @@ public struct Responder: Sendable {
     public let verifier: Verifier
     /// The secret from the process environment, or the 500 explaining why there is none.
     public let processSecret: Result<Secret, Outcome>
+    /// Where verified payloads are kept before the 200; without one the handler only verifies.
+    public let spool: Spool?
 
-    public init(verifier: Verifier, processSecret: Result<Secret, Outcome>) {
+    public init(verifier: Verifier, processSecret: Result<Secret, Outcome>, spool: Spool? = nil) {
         self.verifier = verifier
         self.processSecret = processSecret
+        self.spool = spool
     }
 
     /// At most this much of an unwanted body is read and discarded before giving up on it.
@@ -35,8 +38,15 @@ public struct Responder: Sendable {
         case .readBody(let pending):
             let body = channel.readBody(length: pending.length)
             received = body.count
-            outcome = pending.verify(body)
             channel.discardBody(declared: 0, bound: discardBound)
+            let verdict = pending.verify(body)
+            if verdict.isVerified, let spool {
+                let envelope = Envelope(
+                    body: body, remoteAddress: channel.param("REMOTE_ADDR"), contentType: channel.param("CONTENT_TYPE"))
+                outcome = spool.store(body, envelope: envelope)
+            } else {
+                outcome = verdict
+            }
         }
         let delivered = channel.write(outcome.cgiResponse)
         return AccessRecord(
@@ -57,11 +67,35 @@ public struct Responder: Sendable {
     }
 }
 
-/// Monotonic seconds, for request durations.
-enum Clock {
+/// Time, read from the system.
+public enum Clock {
+    /// Monotonic seconds, for durations.
     static func now() -> Double {
         var time = timespec()
         clock_gettime(CLOCK_MONOTONIC, &time)
         return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9
+    }
+
+    static func nanosecondsSinceEpoch() -> Int {
+        var time = timespec()
+        clock_gettime(CLOCK_REALTIME, &time)
+        return time.tv_sec * 1_000_000_000 + time.tv_nsec
+    }
+
+    /// Now in UTC, ISO 8601: `2026-11-29T09:30:00Z`, or `2026-11-29T09:30:00.123Z` with milliseconds.
+    public static func utcTimestamp(milliseconds: Bool = false) -> String {
+        var time = timespec()
+        clock_gettime(CLOCK_REALTIME, &time)
+        var parts = tm()
+        var seconds = time.tv_sec
+        gmtime_r(&seconds, &parts)
+        func pad(_ value: Int, _ width: Int = 2) -> String {
+            let digits = String(value)
+            return String(repeating: "0", count: max(0, width - digits.count)) + digits
+        }
+        var text = "\(parts.tm_year + 1900)-\(pad(Int(parts.tm_mon) + 1))-\(pad(Int(parts.tm_mday)))T"
+            + "\(pad(Int(parts.tm_hour))):\(pad(Int(parts.tm_min))):\(pad(Int(parts.tm_sec)))"
+        if milliseconds { text += "." + pad(time.tv_nsec / 1_000_000, 3) }
+        return text + "Z"
     }
 }

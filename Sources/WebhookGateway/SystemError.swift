@@ -29,3 +29,17 @@ func retryingOnInterrupt<T: BinaryInteger>(_ call: () -> T) -> T {
         return result
     }
 }
+
+/// Writes all of `bytes` to `fd`, retrying short writes and interruptions; the `errno` of a failure, or nil.
+func writeAll(_ fd: Int32, _ bytes: [UInt8]) -> Int32? {
+    bytes.withUnsafeBytes { buffer in
+        var offset = 0
+        while offset < buffer.count {
+            let count = retryingOnInterrupt { write(fd, buffer.baseAddress! + offset, buffer.count - offset) }
+            if count < 0 { return errno }
+            if count == 0 { return EIO }
+            offset += count
+        }
+        return nil
+    }
+}

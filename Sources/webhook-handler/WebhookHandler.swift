@@ -28,6 +28,8 @@ struct WebhookHandler: ParsableCommand {
               API_SECRET_KEY          the shared secret (at least 10 characters)
               API_SECRET_KEY_FILE     a file holding it (one trailing newline ignored)
               WEBHOOK_MAX_BODY_BYTES  the body limit without --max-body-bytes (CGI)
+              WEBHOOK_SPOOL_DIR       keep verified payloads here before answering 200
+              WEBHOOK_SPOOL_GROUP_READABLE=1  spool files 0640, directories 0750
               FCGI_WEB_SERVER_ADDRS   TCP only: web server addresses allowed in
 
             Under FastCGI, an API_SECRET_KEY param set by the web server (nginx
@@ -35,7 +37,7 @@ struct WebhookHandler: ParsableCommand {
             goes to stderr; the secret and signatures are never logged.
             """,
         version: "webhook-handler \(version)",
-        subcommands: [Serve.self, Sign.self],
+        subcommands: [Serve.self, Sign.self, SpoolCommand.self],
         defaultSubcommand: Serve.self
     )
 }
@@ -70,6 +72,8 @@ struct Serve: ParsableCommand {
     @Option(name: .long, help: "Seconds in-flight requests get to finish after SIGTERM.")
     var graceSeconds: Double = 30
 
+    @OptionGroup var spoolOptions: SpoolOptions
+
     func validate() throws {
         guard workers >= 1 else { throw ValidationError("--workers must be at least 1") }
         guard UInt32(socketMode, radix: 8).map({ $0 <= 0o777 }) == true else {
@@ -96,11 +100,21 @@ struct Serve: ParsableCommand {
             Log.write("warning: \(problem.detail ?? "no secret"); requests need a per-request API_SECRET_KEY")
         }
         let verifier = try Settings.verifier(maxBodyBytes: maxBodyBytes)
+        let spool = Settings.spool(directory: spoolOptions.spoolDir, groupReadable: spoolOptions.spoolGroupReadable)
+        if let spool {
+            do {
+                let removed = try spool.prepare()
+                Log.write("spool \(spool.directory): ready\(removed > 0 ? "; removed \(removed) stale files from tmp/" : "")")
+            } catch {
+                Log.write("cannot use the spool: \(error)")
+                throw ExitCode(1)
+            }
+        }
         let server = FastCGIServer(
             listener: listener,
             workers: workers,
             graceSeconds: graceSeconds,
-            responder: Responder(verifier: verifier, processSecret: secret)
+            responder: Responder(verifier: verifier, processSecret: secret, spool: spool)
         )
         do {
             throw ExitCode(try server.run())
@@ -140,6 +154,19 @@ struct Sign: ParsableCommand {
 /// Settings shared by the CGI path and the command line.
 enum Settings {
     static let maxBodyVariable = "WEBHOOK_MAX_BODY_BYTES"
+    static let spoolVariable = "WEBHOOK_SPOOL_DIR"
+    static let groupReadableVariable = "WEBHOOK_SPOOL_GROUP_READABLE"
+
+    /// The spool named by `directory`, else by `WEBHOOK_SPOOL_DIR`; nil when neither names one.
+    static func spool(directory: String?, groupReadable: Bool = false) -> Spool? {
+        guard let directory = directory ?? environment(spoolVariable), !directory.isEmpty else { return nil }
+        let readable = groupReadable || ["1", "true", "yes"].contains(environment(groupReadableVariable) ?? "")
+        return Spool(directory: directory, groupReadable: readable)
+    }
+
+    static func environment(_ name: String) -> String? {
+        getenv(name).map { String(cString: $0) }
+    }
 
     /// CGI has no command line: the limit comes from the environment, and a bad value falls back to the default
     /// (with a log line) rather than failing every request.
@@ -152,7 +179,7 @@ enum Settings {
 
     static func verifier(maxBodyBytes: Int?) throws -> Verifier {
         if let maxBodyBytes { return Verifier(maxBodyBytes: maxBodyBytes) }
-        guard let text = getenv(maxBodyVariable).map({ String(cString: $0) }) else { return Verifier() }
+        guard let text = environment(maxBodyVariable) else { return Verifier() }
         guard let limit = Int(text), limit >= 0 else {
             throw ValidationError("\(maxBodyVariable) must be a number of bytes, not \(text)")
         }

@@ -1,0 +1,178 @@
+public import WebhookCore
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The durable hand-off: each verified payload becomes one file in a maildir-style directory, and only once the
+/// file is safely on disk does the sender get its 200.
+///
+///     DIR/tmp/  files being written (a crashed writer's leftovers are removed on start-up)
+///     DIR/new/  complete payloads waiting for a consumer, named by the hex SHA-256 of the body
+///     DIR/cur/  where a consumer may move a payload it has taken (or it deletes it)
+///
+/// A file is written into `tmp/`, fsynced, hard-linked into `new/` (which refuses to replace an existing name, so
+/// two deliveries of the same bytes store one file), and `new/` is fsynced. A crash at any point leaves either
+/// nothing in `new/` or a complete file there.
+///
+/// Each file is one envelope line of JSON (id, receive time, remote address, content type, body length), a newline,
+/// then the body's bytes exactly as received. It never holds the signature or the secret.
+public struct Spool: Sendable {
+    public static let subdirectories = ["tmp", "new", "cur"]
+
+    public let directory: String
+    /// Directories 0750 and files 0640 (for a consumer in the handler's group) instead of 0700 and 0600.
+    public let groupReadable: Bool
+
+    public init(directory: String, groupReadable: Bool = false) {
+        self.directory = directory.count > 1 && directory.hasSuffix("/") ? String(directory.dropLast()) : directory
+        self.groupReadable = groupReadable
+    }
+
+    var directoryMode: mode_t { groupReadable ? 0o750 : 0o700 }
+    var fileMode: mode_t { groupReadable ? 0o640 : 0o600 }
+
+    func path(_ subdirectory: String, _ name: String = "") -> String {
+        name.isEmpty ? "\(directory)/\(subdirectory)" : "\(directory)/\(subdirectory)/\(name)"
+    }
+
+    /// Creates the directories as needed and removes the files in `tmp/` whose writer is no longer running.
+    /// Returns how many it removed.
+    @discardableResult
+    public func prepare() throws(SystemError) -> Int {
+        for path in [directory] + Self.subdirectories.map({ path($0) }) {
+            if mkdir(path, directoryMode) == 0 {
+                try check("chmod \(path)", chmod(path, directoryMode))
+            } else if errno != EEXIST {
+                throw SystemError(operation: "create spool directory \(path)", code: errno)
+            }
+        }
+        var removed = 0
+        for name in try names(in: "tmp") where !Self.writerIsAlive(tmpName: name) {
+            if unlink(path("tmp", name)) == 0 { removed += 1 }
+        }
+        return removed
+    }
+
+    /// Stores a verified body: `.stored` once it is durable (or was already there), `.storageFailed` otherwise.
+    public func store(_ body: [UInt8], envelope: Envelope) -> Outcome {
+        let id = envelope.id
+        if exists(path("new", id)) || exists(path("cur", id)) { return .stored(Receipt(id: id, duplicate: true)) }
+        let temporary = path("tmp", "\(id).\(getpid()).\(Clock.nanosecondsSinceEpoch())")
+        do {
+            try write(Array(envelope.line.utf8), body, to: temporary)
+            defer { unlink(temporary) }
+            if link(temporary, path("new", id)) != 0 {
+                if errno == EEXIST { return .stored(Receipt(id: id, duplicate: true)) }
+                throw SystemError(operation: "link into \(path("new"))", code: errno)
+            }
+            try syncDirectory(path("new"))
+            return .stored(Receipt(id: id, duplicate: false))
+        } catch {
+            unlink(temporary)
+            return .storageFailed("spool \(directory): \(error)")
+        }
+    }
+
+    /// Creates `path` exclusively and writes `header` then `body` to it, fsynced.
+    private func write(_ header: [UInt8], _ body: [UInt8], to path: String) throws(SystemError) {
+        let flags = O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC
+        let fd = try check("create \(path)", retryingOnInterrupt { open(path, flags, fileMode) })
+        var closed = false
+        defer { if !closed { close(fd) } }
+        try check("chmod \(path)", fchmod(fd, fileMode))  // exact, whatever the umask
+        for part in [header, body] {
+            if let failure = writeAll(fd, part) { throw SystemError(operation: "write \(path)", code: failure) }
+        }
+        try check("fsync \(path)", fsync(fd))
+        closed = true
+        try check("close \(path)", close(fd))
+    }
+
+    private func syncDirectory(_ path: String) throws(SystemError) {
+        let fd = try check("open \(path)", open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC))
+        defer { close(fd) }
+        try check("fsync \(path)", fsync(fd))
+    }
+
+    private func exists(_ path: String) -> Bool {
+        var status = stat()
+        return stat(path, &status) == 0
+    }
+
+    /// The names of the regular entries in a subdirectory, sorted.
+    func names(in subdirectory: String) throws(SystemError) -> [String] {
+        guard let stream = opendir(path(subdirectory)) else {
+            throw SystemError(operation: "read \(path(subdirectory))", code: errno)
+        }
+        defer { closedir(stream) }
+        var names: [String] = []
+        while let entry = readdir(stream) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            if !name.hasPrefix(".") { names.append(name) }
+        }
+        return names.sorted()
+    }
+
+    /// A `tmp/` file is named `ID.PID.NANOSECONDS`; its writer is alive while that process exists.
+    static func writerIsAlive(tmpName: String) -> Bool {
+        let parts = tmpName.split(separator: ".")
+        guard parts.count == 3, let pid = pid_t(parts[1]) else { return false }
+        return kill(pid, 0) == 0 || errno == EPERM
+    }
+}
+
+/// The first line of a spool file: what a consumer needs besides the body, as one JSON object.
+public struct Envelope: Sendable, Equatable {
+    public let id: String
+    /// UTC, ISO 8601 with milliseconds.
+    public let received: String
+    public let remoteAddress: String?
+    public let contentType: String?
+    public let length: Int
+
+    public init(body: [UInt8], received: String = Clock.utcTimestamp(milliseconds: true), remoteAddress: String?,
+                contentType: String?) {
+        self.id = Receipt.id(of: body)
+        self.received = received
+        self.remoteAddress = remoteAddress
+        self.contentType = contentType
+        self.length = body.count
+    }
+
+    /// `{"id":"…","received":"…","remote_addr":"…","content_type":"…","length":N}` and a newline.
+    public var line: String {
+        var fields = [#""id":"\#(id)""#, #""received":"\#(received)""#]
+        fields.append(#""remote_addr":"# + (remoteAddress.map { JSON.quoted($0) } ?? "null"))
+        fields.append(#""content_type":"# + (contentType.map { JSON.quoted($0) } ?? "null"))
+        fields.append(#""length":\#(length)"#)
+        return "{" + fields.joined(separator: ",") + "}\n"
+    }
+}
+
+extension Spool {
+    /// The envelope lines of the payloads in `new/`, oldest name first.
+    public func waiting() throws(SystemError) -> [String] {
+        try names(in: "new").map { name in
+            let line = SecretSource.readSmallFile(path("new", name), limit: 4096).map { bytes in
+                String(decoding: bytes.prefix { $0 != UInt8(ascii: "\n") }, as: UTF8.self)
+            }
+            return line ?? #"{"id":"\#(name)","unreadable":true}"#
+        }
+    }
+
+    /// `new: N (B bytes)`, `cur: N`, `tmp: N` — one line each.
+    public func statistics() throws(SystemError) -> String {
+        var lines: [String] = []
+        for subdirectory in ["new", "cur", "tmp"] {
+            let names = try names(in: subdirectory)
+            var bytes = 0
+            for name in names {
+                var status = stat()
+                if stat(path(subdirectory, name), &status) == 0 { bytes += Int(status.st_size) }
+            }
+            lines.append("\(subdirectory): \(names.count) files, \(bytes) bytes")
+        }
+        return "spool \(directory)\n" + lines.joined(separator: "\n")
+    }
+}

@@ -1,0 +1,57 @@
+import ArgumentParser
+import WebhookGateway
+
+/// Options naming the spool, shared by `serve` and `spool`.
+struct SpoolOptions: ParsableArguments {
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Keep each verified payload in this maildir-style directory before answering 200 (default: $WEBHOOK_SPOOL_DIR).",
+            valueName: "dir"))
+    var spoolDir: String?
+
+    @Flag(name: .long, help: "Spool files 0640 and directories 0750, for a consumer in the handler's group.")
+    var spoolGroupReadable = false
+}
+
+/// Shows what waits in the spool.
+struct SpoolCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "spool",
+        abstract: "Show the payloads waiting in the spool.",
+        discussion: """
+            Consumers take files from new/, process them, then move them to cur/ (keeping the name) or delete
+            them. Each file is one JSON envelope line, then the body's bytes exactly as received.
+            """,
+        subcommands: [List.self, Stats.self],
+        defaultSubcommand: Stats.self
+    )
+
+    struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "One line per payload waiting in new/.")
+        @OptionGroup var options: SpoolOptions
+
+        func run() throws {
+            let spool = try options.requiredSpool()
+            for entry in try spool.waiting() { print(entry) }
+        }
+    }
+
+    struct Stats: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "How many payloads wait, were taken, or are half-written.")
+        @OptionGroup var options: SpoolOptions
+
+        func run() throws {
+            print(try options.requiredSpool().statistics())
+        }
+    }
+}
+
+extension SpoolOptions {
+    func requiredSpool() throws -> Spool {
+        guard let spool = Settings.spool(directory: spoolDir) else {
+            throw ValidationError("name the spool with --spool-dir or WEBHOOK_SPOOL_DIR")
+        }
+        return spool
+    }
+}
