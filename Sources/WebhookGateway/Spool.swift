@@ -36,7 +36,7 @@ public struct Spool: Sendable {
         name.isEmpty ? "\(directory)/\(subdirectory)" : "\(directory)/\(subdirectory)/\(name)"
     }
 
-    /// Creates the directories as needed and removes the files in `tmp/` whose writer is no longer running.
+    /// Creates the directories as needed and removes the files in `tmp/` whose writer is gone.
     /// Returns how many it removed.
     @discardableResult
     public func prepare() throws(SystemError) -> Int {
@@ -47,20 +47,25 @@ public struct Spool: Sendable {
                 throw SystemError(operation: "create spool directory \(path)", code: errno)
             }
         }
-        var removed = 0
-        for name in try names(in: "tmp") where !Self.writerIsAlive(tmpName: name) {
-            if unlink(path("tmp", name)) == 0 { removed += 1 }
-        }
-        return removed
+        return try names(in: "tmp").filter { removeIfAbandoned(path("tmp", $0)) }.count
+    }
+
+    /// A writer holds an exclusive `flock` on its `tmp/` file until the file is linked into `new/`, and the kernel
+    /// drops it when the writer dies, however it dies. A file whose lock can be taken is abandoned.
+    private func removeIfAbandoned(_ path: String) -> Bool {
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else { return false }
+        return unlink(path) == 0
     }
 
     /// Stores a verified body: `.stored` once it is durable (or was already there), `.storageFailed` otherwise.
     public func store(_ body: [UInt8], envelope: Envelope) -> Outcome {
         let id = envelope.id
         if exists(path("new", id)) || exists(path("cur", id)) { return .stored(Receipt(id: id, duplicate: true)) }
-        let temporary = path("tmp", "\(id).\(getpid()).\(Clock.nanosecondsSinceEpoch())")
         do {
-            try write(Array(envelope.line.utf8), body, to: temporary)
+            let temporary = try write(Array(envelope.line.utf8), body, named: id)
             defer { unlink(temporary) }
             if link(temporary, path("new", id)) != 0 {
                 if errno == EEXIST { return .stored(Receipt(id: id, duplicate: true)) }
@@ -69,24 +74,40 @@ public struct Spool: Sendable {
             try syncDirectory(path("new"))
             return .stored(Receipt(id: id, duplicate: false))
         } catch {
-            unlink(temporary)
             return .storageFailed("spool \(directory): \(error)")
         }
     }
 
-    /// Creates `path` exclusively and writes `header` then `body` to it, fsynced.
-    private func write(_ header: [UInt8], _ body: [UInt8], to path: String) throws(SystemError) {
-        let flags = O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC
-        let fd = try check("create \(path)", retryingOnInterrupt { open(path, flags, fileMode) })
-        var closed = false
-        defer { if !closed { close(fd) } }
-        try check("chmod \(path)", fchmod(fd, fileMode))  // exact, whatever the umask
-        for part in [header, body] {
-            if let failure = writeAll(fd, part) { throw SystemError(operation: "write \(path)", code: failure) }
+    /// Writes `header` then `body` to a new file in `tmp/`, fsynced, and returns its path. The file is locked
+    /// while written (see ``removeIfAbandoned(_:)``); should a cleaner have removed it before the lock was taken,
+    /// a fresh file is made.
+    private func write(_ header: [UInt8], _ body: [UInt8], named id: String) throws(SystemError) -> String {
+        var attempt = 0
+        while true {
+            attempt += 1
+            let path = path("tmp", "\(id).\(getpid()).\(Clock.nanosecondsSinceEpoch())")
+            let flags = O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC
+            let fd = try check("create \(path)", retryingOnInterrupt { open(path, flags, fileMode) })
+            var closed = false
+            defer { if !closed { close(fd) } }
+            try check("lock \(path)", retryingOnInterrupt { flock(fd, LOCK_EX) })
+            var status = stat()
+            try check("stat \(path)", fstat(fd, &status))
+            if status.st_nlink == 0 && attempt < 3 { continue }
+            do throws(SystemError) {
+                try check("chmod \(path)", fchmod(fd, fileMode))  // exact, whatever the umask
+                for part in [header, body] {
+                    if let failure = writeAll(fd, part) { throw SystemError(operation: "write \(path)", code: failure) }
+                }
+                try check("fsync \(path)", fsync(fd))
+                closed = true
+                try check("close \(path)", close(fd))
+                return path
+            } catch {
+                unlink(path)
+                throw error
+            }
         }
-        try check("fsync \(path)", fsync(fd))
-        closed = true
-        try check("close \(path)", close(fd))
     }
 
     private func syncDirectory(_ path: String) throws(SystemError) {
@@ -114,12 +135,6 @@ public struct Spool: Sendable {
         return names.sorted()
     }
 
-    /// A `tmp/` file is named `ID.PID.NANOSECONDS`; its writer is alive while that process exists.
-    static func writerIsAlive(tmpName: String) -> Bool {
-        let parts = tmpName.split(separator: ".")
-        guard parts.count == 3, let pid = pid_t(parts[1]) else { return false }
-        return kill(pid, 0) == 0 || errno == EPERM
-    }
 }
 
 /// The first line of a spool file: what a consumer needs besides the body, as one JSON object.

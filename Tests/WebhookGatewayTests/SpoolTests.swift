@@ -98,16 +98,19 @@ import WebhookCore
         #expect(outcome.status == .serviceUnavailable)
     }
 
-    @Test func prepareRemovesOnlyFilesOfWritersThatAreGone() throws {
+    @Test func prepareRemovesOnlyFilesNoWriterHoldsLocked() throws {
         defer { try? FileManager.default.removeItem(atPath: root) }
         try spool.prepare()
-        let id = Receipt.id(of: body)
-        let dead = spool.path("tmp", "\(id).999999999.1")            // no such pid
-        let alive = spool.path("tmp", "\(id).\(getpid()).2")          // this test process
-        let stray = spool.path("tmp", "not-ours")
-        for path in [dead, alive, stray] { _ = FileManager.default.createFile(atPath: path, contents: Data("half".utf8)) }
-        #expect(try spool.prepare() == 2)
-        #expect(try spool.names(in: "tmp") == ["\(id).\(getpid()).2"])
+        let abandoned = spool.path("tmp", "\(Receipt.id(of: body)).999999.1")
+        let inProgress = spool.path("tmp", "\(Receipt.id(of: body)).\(getpid()).2")
+        for path in [abandoned, inProgress] { _ = FileManager.default.createFile(atPath: path, contents: Data("half".utf8)) }
+        let writer = open(inProgress, O_RDONLY)
+        defer { close(writer) }
+        #expect(flock(writer, LOCK_EX) == 0)
+        // flock locks belong to the open file description: a second open in this process conflicts like another
+        // process would.
+        #expect(try spool.prepare() == 1)
+        #expect(try spool.names(in: "tmp") == ["\(Receipt.id(of: body)).\(getpid()).2"])
     }
 
     @Test func waitingAndStatistics() throws {
