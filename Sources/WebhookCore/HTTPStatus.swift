@@ -5,6 +5,7 @@ public enum HTTPStatus: Int, Sendable, CaseIterable {
     case methodNotAllowed = 405
     case payloadTooLarge = 413
     case internalServerError = 500
+    case badGateway = 502
     case serviceUnavailable = 503
 
     public var code: Int { rawValue }
@@ -16,6 +17,7 @@ public enum HTTPStatus: Int, Sendable, CaseIterable {
         case .methodNotAllowed: "Method Not Allowed"
         case .payloadTooLarge: "Payload Too Large"
         case .internalServerError: "Internal Server Error"
+        case .badGateway: "Bad Gateway"
         case .serviceUnavailable: "Service Unavailable"
         }
     }

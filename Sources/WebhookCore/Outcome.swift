@@ -32,6 +32,11 @@ public struct Outcome: Sendable, Equatable, Error {
         Outcome(.serviceUnavailable, reason: "the payload could not be stored; retry later", detail: detail)
     }
 
+    /// Verified, but the command it was to be handed to (with no spool to keep it) failed.
+    public static func handOffFailed(_ detail: String) -> Outcome {
+        Outcome(.badGateway, reason: "the payload could not be handed on", detail: detail)
+    }
+
     /// Seconds a 503 asks the sender to wait.
     public static let retryAfterSeconds = 30
 

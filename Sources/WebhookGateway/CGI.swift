@@ -10,14 +10,15 @@ public enum CGI {
     public static var isInvoked: Bool { Environment.value("GATEWAY_INTERFACE") != nil }
 
     /// Serves the one request and returns the process's exit status.
-    public static func serve(verifier: Verifier, spool: Spool?) -> Int32 {
+    public static func serve(verifier: Verifier, spool: Spool?, hook: Hook?) -> Int32 {
         signal(SIGPIPE, SIG_IGN)  // a server that hung up is logged as `response=undelivered`, not a crash
         // Every CGI request is a start-up: make sure the spool exists; if it cannot, storing answers 503.
         _ = try? spool?.prepare()
         let channel = StandardStreams()
-        let record = Responder(verifier: verifier, processSecret: SecretSource.fromEnvironment(), spool: spool)
-            .respond(over: channel)
-        Log.write(record.line)
+        let responder = Responder(
+            verifier: verifier, processSecret: SecretSource.fromEnvironment(), spool: spool, hook: hook)
+        let record = responder.respond(over: channel)
+        responder.complete(record, hookLog: spool.map { "\($0.directory)/hook.log" })
         return record.delivered ? 0 : 1
     }
 }

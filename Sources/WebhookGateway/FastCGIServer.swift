@@ -168,7 +168,8 @@ private struct Worker {
                 guard accepted else { break }
                 let record = responder.respond(over: request)
                 request.finish()
-                Log.write(record.line)
+                responder.complete(record)
+                while waitpid(-1, nil, WNOHANG) > 0 {}  // hook runners that have finished
             }
             return 0
         } catch {

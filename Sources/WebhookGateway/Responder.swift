@@ -12,11 +12,14 @@ public struct Responder: Sendable {
     public let processSecret: Result<Secret, Outcome>
     /// Where verified payloads are kept before the 200; without one the handler only verifies.
     public let spool: Spool?
+    /// The command verified payloads are handed to, if any.
+    public let hook: Hook?
 
-    public init(verifier: Verifier, processSecret: Result<Secret, Outcome>, spool: Spool? = nil) {
+    public init(verifier: Verifier, processSecret: Result<Secret, Outcome>, spool: Spool? = nil, hook: Hook? = nil) {
         self.verifier = verifier
         self.processSecret = processSecret
         self.spool = spool
+        self.hook = hook
     }
 
     /// At most this much of an unwanted body is read and discarded before giving up on it.
@@ -39,14 +42,7 @@ public struct Responder: Sendable {
             let body = channel.readBody(length: pending.length)
             received = body.count
             channel.discardBody(declared: 0, bound: discardBound)
-            let verdict = pending.verify(body)
-            if verdict.isVerified, let spool {
-                let envelope = Envelope(
-                    body: body, remoteAddress: channel.param("REMOTE_ADDR"), contentType: channel.param("CONTENT_TYPE"))
-                outcome = spool.store(body, envelope: envelope)
-            } else {
-                outcome = verdict
-            }
+            outcome = handOff(body, verdict: pending.verify(body), channel: channel)
         }
         let delivered = channel.write(outcome.cgiResponse)
         return AccessRecord(
@@ -57,6 +53,24 @@ public struct Responder: Sendable {
             seconds: Clock.now() - started,
             delivered: delivered
         )
+    }
+
+    /// What becomes of a verified body: stored in the spool, or handed to the hook, or (with neither) nothing.
+    private func handOff(_ body: [UInt8], verdict: Outcome, channel: some RequestChannel) -> Outcome {
+        guard verdict.isVerified, spool != nil || hook != nil else { return verdict }
+        let envelope = Envelope(
+            body: body, remoteAddress: channel.param("REMOTE_ADDR"), contentType: channel.param("CONTENT_TYPE"))
+        if let spool { return spool.store(body, envelope: envelope) }
+        return hook!.handOff(body, envelope: envelope)
+    }
+
+    /// After the response has gone: the access line, then (with a spool) the hook for a newly stored payload.
+    /// `hookLog` is where that hook's runner logs, when not to stderr.
+    func complete(_ record: AccessRecord, hookLog: String? = nil) {
+        Log.write(record.line)
+        if let hook, let spool, let receipt = record.outcome.receipt, !receipt.duplicate {
+            hook.launchDetached(for: receipt.id, in: spool, logFile: hookLog)
+        }
     }
 
     /// A secret the web server sets for this request (nginx `fastcgi_param API_SECRET_KEY`) wins over the

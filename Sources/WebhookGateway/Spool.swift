@@ -1,4 +1,5 @@
 public import WebhookCore
+import FoundationEssentials
 
 #if canImport(Glibc)
 import Glibc
@@ -176,6 +177,11 @@ extension Spool {
         }
     }
 
+    /// The ids of the payloads in `new/`.
+    public func waitingIDs() throws(SystemError) -> [String] {
+        try names(in: "new")
+    }
+
     /// `new: N (B bytes)`, `cur: N`, `tmp: N` — one line each.
     public func statistics() throws(SystemError) -> String {
         var lines: [String] = []
@@ -189,5 +195,39 @@ extension Spool {
             lines.append("\(subdirectory): \(names.count) files, \(bytes) bytes")
         }
         return "spool \(directory)\n" + lines.joined(separator: "\n")
+    }
+}
+
+extension Spool {
+    /// Waits for one of `count` hook slots (`DIR/.hook-slots/N`, held with `flock`) and returns its descriptor,
+    /// which holds the slot until closed; -1 if slots cannot be used (then the hook runs unthrottled).
+    func acquireHookSlot(of count: Int) -> Int32 {
+        let slots = "\(directory)/.hook-slots"
+        if mkdir(slots, directoryMode) != 0 && errno != EEXIST { return -1 }
+        let descriptors = (0..<count).map { open("\(slots)/\($0)", O_RDONLY | O_CREAT | O_CLOEXEC, fileMode) }
+        defer { for fd in descriptors where fd >= 0 { close(fd) } }
+        let free = descriptors.firstIndex { $0 >= 0 && flock($0, LOCK_EX | LOCK_NB) == 0 }
+            ?? descriptors.indices.randomElement().flatMap { index in
+                retryingOnInterrupt { flock(descriptors[index], LOCK_EX) } == 0 ? index : nil
+            }
+        return free.map { dup(descriptors[$0]) } ?? -1
+    }
+}
+
+extension Envelope: Decodable {
+    enum CodingKeys: String, CodingKey {
+        case id, received, length
+        case remoteAddress = "remote_addr"
+        case contentType = "content_type"
+    }
+
+    /// Reads the envelope line of a spool file, leaving `fd` positioned at the body.
+    static func read(from fd: Int32) -> Envelope? {
+        var head = [UInt8](repeating: 0, count: 8192)
+        let count = head.withUnsafeMutableBytes { buffer in retryingOnInterrupt { Glibc.read(fd, buffer.baseAddress, buffer.count) } }
+        guard count > 0, let newline = head[..<count].firstIndex(of: UInt8(ascii: "\n")),
+              lseek(fd, off_t(newline + 1), SEEK_SET) == newline + 1
+        else { return nil }
+        return try? JSONDecoder().decode(Envelope.self, from: Data(head[..<newline]))
     }
 }

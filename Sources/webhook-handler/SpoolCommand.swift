@@ -14,6 +14,22 @@ struct SpoolOptions: ParsableArguments {
     var spoolGroupReadable = false
 }
 
+/// Options naming the command verified payloads are handed to.
+struct HookOptions: ParsableArguments {
+    @Option(name: .customLong("exec"), help: ArgumentHelp(
+        "Hand each verified payload to this shell command, body on stdin (default: $WEBHOOK_EXEC).",
+        valueName: "command"))
+    var command: String?
+
+    @Option(name: .customLong("exec-timeout"), help: "Seconds the command may run before it is killed (default: 30).")
+    var timeoutSeconds: Double?
+
+    @Option(name: .customLong("exec-concurrency"), help: "Commands running at once, across all workers (default: 2).")
+    var concurrency: Int?
+
+    var hook: Hook? { Settings.hook(command: command, timeoutSeconds: timeoutSeconds, concurrency: concurrency) }
+}
+
 /// Shows what waits in the spool.
 struct SpoolCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -23,7 +39,7 @@ struct SpoolCommand: ParsableCommand {
             Consumers take files from new/, process them, then move them to cur/ (keeping the name) or delete
             them. Each file is one JSON envelope line, then the body's bytes exactly as received.
             """,
-        subcommands: [List.self, Stats.self],
+        subcommands: [List.self, Stats.self, Retry.self],
         defaultSubcommand: Stats.self
     )
 
@@ -34,6 +50,24 @@ struct SpoolCommand: ParsableCommand {
         func run() throws {
             let spool = try options.requiredSpool()
             for entry in try spool.waiting() { print(entry) }
+        }
+    }
+
+    struct Retry: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Run the hook again for every payload still in new/ (e.g. from a timer).")
+        @OptionGroup var options: SpoolOptions
+        @OptionGroup var hookOptions: HookOptions
+
+        func run() throws {
+            let spool = try options.requiredSpool()
+            guard let hook = hookOptions.hook else { throw ValidationError("name the command with --exec or WEBHOOK_EXEC") }
+            try spool.prepare()
+            var failed = 0
+            let waiting = try spool.waitingIDs()
+            for id in waiting where !hook.deliver(id, from: spool) { failed += 1 }
+            print("\(waiting.count - failed) delivered, \(failed) left in new/")
+            if failed > 0 { throw ExitCode(1) }
         }
     }
 

@@ -30,6 +30,8 @@ struct WebhookHandler: ParsableCommand {
               WEBHOOK_MAX_BODY_BYTES  the body limit without --max-body-bytes (CGI)
               WEBHOOK_SPOOL_DIR       keep verified payloads here before answering 200
               WEBHOOK_SPOOL_GROUP_READABLE=1  spool files 0640, directories 0750
+              WEBHOOK_EXEC            hand each verified payload to this command
+              WEBHOOK_EXEC_TIMEOUT, WEBHOOK_EXEC_CONCURRENCY  its limits
               FCGI_WEB_SERVER_ADDRS   TCP only: web server addresses allowed in
 
             Under FastCGI, an API_SECRET_KEY param set by the web server (nginx
@@ -73,6 +75,7 @@ struct Serve: ParsableCommand {
     var graceSeconds: Double = 30
 
     @OptionGroup var spoolOptions: SpoolOptions
+    @OptionGroup var hookOptions: HookOptions
 
     func validate() throws {
         guard workers >= 1 else { throw ValidationError("--workers must be at least 1") }
@@ -114,7 +117,7 @@ struct Serve: ParsableCommand {
             listener: listener,
             workers: workers,
             graceSeconds: graceSeconds,
-            responder: Responder(verifier: verifier, processSecret: secret, spool: spool)
+            responder: Responder(verifier: verifier, processSecret: secret, spool: spool, hook: hookOptions.hook)
         )
         do {
             throw ExitCode(try server.run())
@@ -162,6 +165,15 @@ enum Settings {
         guard let directory = directory ?? environment(spoolVariable), !directory.isEmpty else { return nil }
         let readable = groupReadable || ["1", "true", "yes"].contains(environment(groupReadableVariable) ?? "")
         return Spool(directory: directory, groupReadable: readable)
+    }
+
+    /// The hook named by `command`, else by `WEBHOOK_EXEC`; nil when neither names one.
+    static func hook(command: String?, timeoutSeconds: Double?, concurrency: Int?) -> Hook? {
+        guard let command = command ?? environment("WEBHOOK_EXEC"), !command.isEmpty else { return nil }
+        return Hook(
+            command: command,
+            timeoutSeconds: timeoutSeconds ?? environment("WEBHOOK_EXEC_TIMEOUT").flatMap(Double.init) ?? 30,
+            concurrency: concurrency ?? environment("WEBHOOK_EXEC_CONCURRENCY").flatMap(Int.init) ?? 2)
     }
 
     static func environment(_ name: String) -> String? {

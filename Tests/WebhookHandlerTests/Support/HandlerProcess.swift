@@ -31,6 +31,12 @@ enum Programs {
         let stdinAccepted: Int
     }
 
+    /// The x-signature of `body` under `Contract.secret`, from the handler's own `sign`.
+    static func sign(_ body: [UInt8]) -> String {
+        let finished = try? run(handler, ["sign"], environment: ["API_SECRET_KEY": Contract.secret], stdin: body)
+        return String(decoding: finished?.stdout ?? [], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
     /// Runs `path` to completion with exactly `environment`, feeding `stdin` from a pipe.
     /// `midway`, if given, runs when half of `stdin` has been written (to act while a body is in flight).
     static func run(
