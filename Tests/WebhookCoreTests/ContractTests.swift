@@ -167,6 +167,7 @@ import Testing
         let results: [HTTPStatus: Outcome] = [
             .ok: .verified, .badRequest: .badRequest("x"), .methodNotAllowed: .methodNotAllowed("GET"),
             .payloadTooLarge: .payloadTooLarge(length: "9", limit: 1), .internalServerError: .notConfigured("x"),
+            .badGateway: .handOffFailed("x"), .serviceUnavailable: .storageFailed("x"),
         ]
         let result = try #require(results[status])
         let text = String(decoding: result.cgiResponse, as: UTF8.self)
@@ -176,5 +177,16 @@ import Testing
         #expect(parts[0].contains("Content-Type: application/json"))
         #expect(parts[0].contains("Content-Length: \(parts[1].utf8.count)"))
         #expect(parts[1] == result.jsonBody)
+        #expect(parts[0].contains("Retry-After: 30") == (status == .serviceUnavailable))
+        #expect(!parts[1].contains("x\""), "the log-only detail leaked into the body")
+    }
+
+    @Test func storedReceiptIsInTheBody() {
+        let id = Receipt.id(of: Self.body)
+        // SHA-256 of the seed payload, computed independently (Python's hashlib).
+        #expect(id == "356eab5831d66a761185cd4fe39917264c134a3621bb429faf49d591afb58e86")
+        let stored = Outcome.stored(Receipt(id: id, duplicate: false))
+        #expect(stored.jsonBody == #"{"verified":true,"id":"\#(id)","duplicate":false}"#)
+        #expect(Outcome.stored(Receipt(id: id, duplicate: true)).jsonBody.hasSuffix(#""duplicate":true}"#))
     }
 }
