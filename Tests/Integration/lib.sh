@@ -140,7 +140,8 @@ contract() {
         -H 'x-signature: 123' --data-binary @"$small" "$url"
     check "$label: wrong signature is 400" 400 '^\{"reason":"x-signature does not match the body"\}$' \
         -H "x-signature: $(sign wrong-secret-123 "$seed")" --data-binary @"$seed" "$url"
-    check "$label: seed payload signed by the sender is 200" 200 '^\{"verified":true\}$' \
+    check "$label: seed payload signed by the sender is 200" 200 \
+        '^\{"verified":true(,"id":"[0-9a-f]{64}","duplicate":(true|false))?\}$' \
         -H 'Content-Type: application/json' -H "x-signature: $signature" --data-binary @"$seed" "$url"
     check "$label: upper-case hex with sha256= is 200" 200 '"verified":true' \
         -H "x-signature: sha256=$upper" --data-binary @"$seed" "$url"

@@ -15,13 +15,21 @@ no_secret_in_logs() {
     ! grep -qF -- "$secret" "$work"/*.log
 }
 
-echo "== 1. nginx -> webhook-handler on its own socket"
+echo "== 1. nginx -> webhook-handler on its own socket, with a spool"
 start webhook-handler "$work/handler.log" \
-    env -i API_SECRET_KEY_FILE="$work/secret" "$handler" --listen "$work/handler.sock" --socket-mode 0666 --workers 2
+    env -i API_SECRET_KEY_FILE="$work/secret" "$handler" --listen "$work/handler.sock" --socket-mode 0666 --workers 2 \
+    --spool-dir "$work/spool"
 handler_pid=$last_pid
 wait_until "the handler's socket" test -S "$work/handler.sock"
 nginx_with webhook.conf "$work/handler.sock"
 contract "http://127.0.0.1:$port/api/webhook" "$secret" "own socket"
+seed_id=$(sha256sum "$work/seed.json" | cut -d' ' -f1)
+check "own socket: a replayed delivery is a duplicate" 200 "^\{\"verified\":true,\"id\":\"$seed_id\",\"duplicate\":true\}\$" \
+    -H "x-signature: $(sign "$secret" "$work/seed.json")" --data-binary @"$work/seed.json" "http://127.0.0.1:$port/api/webhook"
+stored_body() { tail -n +2 "$work/spool/new/$seed_id" | cmp -s - "$work/seed.json"; }
+expect "own socket: the seed payload is stored whole, after its envelope line" stored_body
+expect "own socket: two payloads in new/ (the seed and the empty body; the rest were duplicates)" \
+    test "$(ls "$work/spool/new" | wc -l)" = 2
 stop "$nginx_pid"; expect "own socket: nginx stops cleanly" test "$stopped_status" = 0
 stop "$handler_pid"; expect "own socket: handler exits 0 on SIGTERM" test "$stopped_status" = 0
 expect "own socket: socket removed" test ! -e "$work/handler.sock"
