@@ -6,12 +6,21 @@ public struct RequestHead: Sendable, Equatable {
     public var method: String
     /// `HTTP_X_SIGNATURE`, the sender's `x-signature` header, if any.
     public var signature: String?
-    /// `CONTENT_LENGTH` as sent; absent or empty means no body.
+    /// `CONTENT_LENGTH` as sent; absent or empty means no body, unless the body is chunked.
     public var contentLength: String?
+    /// `HTTP_TRANSFER_ENCODING`: Apache's mod_cgi passes a chunked body through as it arrives, without a
+    /// `CONTENT_LENGTH`, to be read to its end.
+    public var transferEncoding: String?
 
-    public init(method: String, signature: String?, contentLength: String?) {
+    public init(method: String, signature: String?, contentLength: String?, transferEncoding: String? = nil) {
         self.method = method
         self.signature = signature
         self.contentLength = contentLength
+        self.transferEncoding = transferEncoding
+    }
+
+    /// A body with no length given, that only its end delimits.
+    var isChunkedWithoutLength: Bool {
+        (contentLength ?? "").isEmpty && transferEncoding?.lowercased().contains("chunked") == true
     }
 }

@@ -23,9 +23,10 @@ public struct Verifier: Sendable {
         guard head.method == "POST" else { return .answer(.methodNotAllowed(head.method)) }
         do throws(Outcome) {
             let secret = try secret.get()
-            let length = try bodyLength(head.contentLength)
+            let expected: BodyLength =
+                head.isChunkedWithoutLength ? .toEnd(limit: maxBodyBytes) : .exactly(try bodyLength(head.contentLength))
             let signature = try Signature(parsing: head.signature)
-            return .readBody(PendingBody(length: length, signature: signature, secret: secret))
+            return .readBody(PendingBody(expected: expected, signature: signature, secret: secret))
         } catch {
             return .answer(error)
         }
@@ -50,19 +51,41 @@ public struct Verifier: Sendable {
     }
 }
 
-/// A request whose head passed: it waits for exactly ``length`` body bytes.
+/// How much body a request that passed its head is waiting for.
+public enum BodyLength: Sendable, Equatable {
+    /// `CONTENT_LENGTH` bytes, already checked against the limit.
+    case exactly(Int)
+    /// No length given (a chunked upload passed through as it comes): everything up to the end, which must come
+    /// within `limit` bytes.
+    case toEnd(limit: Int)
+
+    /// How many bytes to read at most: one past the limit for ``toEnd(limit:)``, so that an over-long body shows.
+    public var readLimit: Int {
+        switch self {
+        case .exactly(let length): length
+        case .toEnd(let limit): limit + 1
+        }
+    }
+}
+
+/// A request whose head passed: it waits for its body.
 public struct PendingBody: Sendable {
-    /// How many bytes to read: `CONTENT_LENGTH`, already checked against the limit.
-    public let length: Int
+    public let expected: BodyLength
     let signature: Signature
     let secret: Secret
 
-    /// Judges the body read. Fewer bytes than ``length`` means the body ended early.
+    /// Judges the body read (at most ``BodyLength/readLimit`` bytes): short of `CONTENT_LENGTH` means the body
+    /// ended early; past the limit of a body without a length is too large.
     public func verify(_ body: [UInt8]) -> Outcome {
-        guard body.count >= length else {
+        switch expected {
+        case .exactly(let length) where body.count < length:
             return .badRequest("request body ended after \(body.count) of \(length) bytes")
+        case .toEnd(let limit) where body.count > limit:
+            return .payloadTooLarge(length: "more than \(limit)", limit: limit)
+        default:
+            break
         }
-        let signed = body.count == length ? body : Array(body.prefix(length))
+        let signed = body.count > expected.readLimit ? Array(body.prefix(expected.readLimit)) : body
         guard secret.authenticates(signed, signature: signature) else {
             return .badRequest("x-signature does not match the body")
         }

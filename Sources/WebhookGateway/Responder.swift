@@ -30,7 +30,8 @@ public struct Responder: Sendable {
         let head = RequestHead(
             method: channel.param("REQUEST_METHOD") ?? "",
             signature: channel.param("HTTP_X_SIGNATURE"),
-            contentLength: channel.param("CONTENT_LENGTH")
+            contentLength: channel.param("CONTENT_LENGTH"),
+            transferEncoding: channel.param("HTTP_TRANSFER_ENCODING")
         )
         let outcome: Outcome
         var received = 0
@@ -39,9 +40,11 @@ public struct Responder: Sendable {
             outcome = early
             channel.discardBody(declared: head.contentLength.flatMap { Int($0) }, bound: discardBound)
         case .readBody(let pending):
-            let body = channel.readBody(length: pending.length)
+            let body = channel.readBody(length: pending.expected.readLimit)
             received = body.count
-            channel.discardBody(declared: 0, bound: discardBound)
+            // A body without a length is read to its end; past the limit, the rest is discarded.
+            let rest = if case .toEnd = pending.expected { discardBound } else { 0 }
+            channel.discardBody(declared: rest, bound: discardBound)
             outcome = handOff(body, verdict: pending.verify(body), channel: channel)
         }
         let delivered = channel.write(outcome.cgiResponse)

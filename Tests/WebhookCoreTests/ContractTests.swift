@@ -15,17 +15,32 @@ import Testing
         method: String = "POST",
         signature: String? = ContractTests.signature,
         contentLength: String? = String(ContractTests.body.count),
+        transferEncoding: String? = nil,
         body: [UInt8] = ContractTests.body,
         secret: Result<Secret, Outcome> = .success(ContractTests.secret),
         limit: Int = Verifier.defaultMaxBodyBytes
     ) -> Outcome {
-        let head = RequestHead(method: method, signature: signature, contentLength: contentLength)
+        let head = RequestHead(
+            method: method, signature: signature, contentLength: contentLength, transferEncoding: transferEncoding)
         switch Verifier(maxBodyBytes: limit).admit(head, secret: secret) {
         case .answer(let outcome): return outcome
         case .readBody(let pending):
-            #expect(pending.length <= limit)
-            return pending.verify(Array(body.prefix(pending.length)))
+            #expect(pending.expected.readLimit <= limit + 1)
+            return pending.verify(Array(body.prefix(pending.expected.readLimit)))
         }
+    }
+
+    /// Apache's mod_cgi passes a chunked upload without CONTENT_LENGTH: it is read to its end, within the limit.
+    @Test func chunkedBodyWithoutLengthIsReadToItsEnd() {
+        #expect(outcome(contentLength: nil, transferEncoding: "chunked") == .verified)
+        #expect(outcome(contentLength: "", transferEncoding: "gzip, Chunked") == .verified)
+        let tooLong = outcome(contentLength: nil, transferEncoding: "chunked", limit: Self.body.count - 1)
+        #expect(tooLong.status == .payloadTooLarge)
+        #expect(outcome(contentLength: nil, transferEncoding: "chunked", limit: Self.body.count) == .verified)
+        // Without the chunked marker, no length still means no body.
+        #expect(outcome(contentLength: nil).status == .badRequest)
+        // A length, when given, wins.
+        #expect(outcome(transferEncoding: "chunked") == .verified)
     }
 
     @Test func validSignatureIsVerified() {

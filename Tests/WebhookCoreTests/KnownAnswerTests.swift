@@ -67,7 +67,7 @@ import Testing
         let expected = "aedca1594421aecada5c14ae7f951c177fbe19448c04b3e128b75c2f27849378"
         #expect(secret.signature(of: []) == expected)
         let pending = try #require(admitted(signature: expected, length: nil, secret: secret))
-        #expect(pending.length == 0)
+        #expect(pending.expected == .exactly(0))
         #expect(pending.verify([]) == .verified)
     }
 
