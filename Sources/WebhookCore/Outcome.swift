@@ -9,20 +9,34 @@ public struct Outcome: Sendable, Equatable, Error {
     public let detail: String?
     /// What the spool kept of a verified payload, when there is a spool.
     public let receipt: Receipt?
+    /// How a verified payload was verified (which key, the sender's delivery id), for the log and the spool.
+    public let verification: Verification?
 
     public var isVerified: Bool { status == .ok }
 
-    init(_ status: HTTPStatus, reason: String?, detail: String? = nil, receipt: Receipt? = nil) {
+    init(_ status: HTTPStatus, reason: String?, detail: String? = nil, receipt: Receipt? = nil,
+         verification: Verification? = nil) {
         self.status = status
         self.reason = reason
         self.detail = detail
         self.receipt = receipt
+        self.verification = verification
     }
 
     /// Verified; nothing was asked to keep it.
     public static let verified = Outcome(.ok, reason: nil)
 
-    /// Verified and on disk: the 200 now means "I have it".
+    /// Verified, saying how.
+    public static func accepted(_ verification: Verification) -> Outcome {
+        Outcome(.ok, reason: nil, verification: verification)
+    }
+
+    /// This verified outcome, now on disk: the 200 means "I have it".
+    public func stored(_ receipt: Receipt) -> Outcome {
+        Outcome(.ok, reason: nil, receipt: receipt, verification: verification)
+    }
+
+    /// Verified and on disk.
     public static func stored(_ receipt: Receipt) -> Outcome {
         Outcome(.ok, reason: nil, receipt: receipt)
     }

@@ -16,3 +16,20 @@ public struct Receipt: Sendable, Equatable {
         Signature.hex(Array(SHA256.hash(data: body)))
     }
 }
+
+/// How a payload was verified: for the access log (which key of a rotation matched; the sender's delivery id) and
+/// for the spool (a sender's message id, when the scheme has one, names the payload instead of its bytes).
+public struct Verification: Sendable, Equatable {
+    /// Which secret matched: 0 is the current one.
+    public let keyIndex: Int
+    public let keyCount: Int
+    public let deliveryID: String?
+    public let deduplicationKey: String?
+
+    /// The spool's name for `body`: the SHA-256 of the sender's message id when it gives one (so a re-signed
+    /// retry of the same message is a duplicate), else of the body's bytes.
+    public func payloadID(of body: [UInt8]) -> String {
+        guard let deduplicationKey else { return Receipt.id(of: body) }
+        return Receipt.id(of: Array("message-id:\(deduplicationKey)".utf8))
+    }
+}

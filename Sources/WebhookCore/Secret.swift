@@ -1,13 +1,16 @@
 import Crypto
 
-/// The shared secret (`API_SECRET_KEY`), held only as an HMAC key.
+/// One shared secret (`API_SECRET_KEY`), held only as HMAC keys.
 ///
 /// Its text is never kept, printed or compared: `description` is redacted so that no log line can leak it.
 public struct Secret: Sendable, CustomStringConvertible {
     /// The sender refuses shorter secrets, and so do we.
     public static let minimumLength = 10
 
+    /// The key over the secret's own bytes (x-signature, GitHub, Stripe).
     let key: SymmetricKey
+    /// The key Standard Webhooks uses: the base64 after `whsec_`, or the bytes themselves.
+    let standardWebhooksKey: SymmetricKey
 
     /// Fails, with a message naming `source` but not the value, when the secret is too short.
     public init(_ text: String, source: String = "API_SECRET_KEY") throws(Outcome) {
@@ -19,25 +22,77 @@ public struct Secret: Sendable, CustomStringConvertible {
         guard String(decoding: bytes, as: UTF8.self).count >= Self.minimumLength else {
             throw Outcome.notConfigured("\(source) is shorter than \(Self.minimumLength) characters")
         }
-        self.init(key: SymmetricKey(data: bytes))
+        key = SymmetricKey(data: bytes)
+        standardWebhooksKey = SymmetricKey(data: SignatureScheme.standardWebhooks.keyBytes(of: bytes))
     }
 
     /// Any key at all, for known-answer tests whose keys are shorter than the sender allows.
     init(key: SymmetricKey) {
         self.key = key
+        standardWebhooksKey = key
     }
 
     public var description: String { "Secret(redacted)" }
 
+    func key(for scheme: SignatureScheme) -> SymmetricKey {
+        scheme == .standardWebhooks ? standardWebhooksKey : key
+    }
+
     /// The hex HMAC-SHA256 of `body`, as the sender writes it in `x-signature`.
     public func signature(of body: [UInt8]) -> String {
-        var mac = HMAC<SHA256>(key: key)
-        mac.update(data: body)
-        return Signature.hex(Array(mac.finalize()))
+        Signature.hex(HMACSHA256.mac(key: key, [body]))
     }
 
     /// Constant-time check of `signature` against the HMAC of `body` (swift-crypto's `safeCompare`).
     func authenticates(_ body: [UInt8], signature: Signature) -> Bool {
         HMAC<SHA256>.isValidAuthenticationCode(signature.bytes, authenticating: body, using: key)
+    }
+}
+
+/// The secrets valid at once: the current one first, then older ones still accepted during a rotation.
+public struct Keyring: Sendable, CustomStringConvertible {
+    public let secrets: [Secret]
+
+    public init(_ secrets: [Secret]) {
+        precondition(!secrets.isEmpty, "a keyring holds at least one secret")
+        self.secrets = secrets
+    }
+
+    public init(_ secret: Secret) {
+        self.init([secret])
+    }
+
+    /// The secret `sign` uses.
+    public var current: Secret { secrets[0] }
+
+    public var description: String { "Keyring(\(secrets.count) redacted)" }
+}
+
+/// HMAC-SHA256 over several parts without joining them, and a comparison that takes the same time whatever it
+/// finds.
+enum HMACSHA256 {
+    static func mac(key: SymmetricKey, _ parts: [[UInt8]]) -> [UInt8] {
+        Array(code(key: key, parts))
+    }
+
+    static func code(key: SymmetricKey, _ parts: [[UInt8]]) -> HMAC<SHA256>.MAC {
+        var hmac = HMAC<SHA256>(key: key)
+        for part in parts { hmac.update(data: part) }
+        return hmac.finalize()
+    }
+
+    /// Which of `keyring`'s secrets signed `parts` with one of `candidates`, or nil. Every secret is tried against
+    /// every candidate, each comparison in constant time (swift-crypto's `safeCompare` behind `==`), with no early
+    /// exit: the time taken does not depend on which key or candidate matched, or where a wrong one differed.
+    static func matchingKey(_ keyring: Keyring, scheme: SignatureScheme, parts: [[UInt8]], candidates: [[UInt8]]) -> Int? {
+        var matched = -1
+        for (index, secret) in keyring.secrets.enumerated() {
+            let code = code(key: secret.key(for: scheme), parts)
+            for candidate in candidates {
+                let equal = code == candidate
+                matched = (equal && matched < 0) ? index : matched
+            }
+        }
+        return matched < 0 ? nil : matched
     }
 }

@@ -10,9 +10,7 @@ public struct Signature: Sendable, Equatable {
         "x-signature must be the 64 hex digits of an HMAC-SHA256 of the body, optionally prefixed with sha256="
 
     public init(parsing header: String?) throws(Outcome) {
-        var text = Substring(header ?? "")
-        while let first = text.first, first == " " || first == "\t" { text.removeFirst() }
-        while let last = text.last, last == " " || last == "\t" { text.removeLast() }
+        var text = (header ?? "").trimmingBlanks
         guard !text.isEmpty else { throw .badRequest(Self.missingReason) }
         if text.utf8.count > 7, text.prefix(7).lowercased() == "sha256=" { text = text.dropFirst(7) }
 

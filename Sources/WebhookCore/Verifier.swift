@@ -4,12 +4,26 @@
 public struct Verifier: Sendable {
     public static let defaultMaxBodyBytes = 1 << 20
 
+    public static let defaultToleranceSeconds: Int64 = 300
+
     /// Bodies longer than this are refused with 413 from `CONTENT_LENGTH` alone.
     public let maxBodyBytes: Int
+    /// How the sender signs.
+    public let scheme: SignatureScheme
+    /// For dated schemes, how far a signature's timestamp may be from now, either way.
+    public let toleranceSeconds: Int64
 
-    public init(maxBodyBytes: Int = Verifier.defaultMaxBodyBytes) {
+    public init(maxBodyBytes: Int = Verifier.defaultMaxBodyBytes, scheme: SignatureScheme = .xSignature,
+                toleranceSeconds: Int64 = Verifier.defaultToleranceSeconds) {
         precondition(maxBodyBytes >= 0, "the body limit cannot be negative")
         self.maxBodyBytes = maxBodyBytes
+        self.scheme = scheme
+        self.toleranceSeconds = toleranceSeconds
+    }
+
+    /// The same limits with another scheme (a web server may choose one per location).
+    public func with(scheme: SignatureScheme) -> Verifier {
+        Verifier(maxBodyBytes: maxBodyBytes, scheme: scheme, toleranceSeconds: toleranceSeconds)
     }
 
     /// What to do after the head: read a body of known length, or answer at once.
@@ -18,18 +32,24 @@ public struct Verifier: Sendable {
         case answer(Outcome)
     }
 
-    /// Judges the head. `secret` is the configured secret, or the 500 that explains why there is none.
-    public func admit(_ head: RequestHead, secret: Result<Secret, Outcome>) -> Admission {
+    /// Judges the head. `keys` are the configured secrets, or the 500 that explains why there are none; `now` is
+    /// the time in Unix seconds (injected, so that the core stays pure), which dated schemes check against.
+    public func admit(_ head: RequestHead, keys: Result<Keyring, Outcome>, now: Int64 = 0) -> Admission {
         guard head.method == "POST" else { return .answer(.methodNotAllowed(head.method)) }
         do throws(Outcome) {
-            let secret = try secret.get()
+            let keyring = try keys.get()
             let expected: BodyLength =
                 head.isChunkedWithoutLength ? .toEnd(limit: maxBodyBytes) : .exactly(try bodyLength(head.contentLength))
-            let signature = try Signature(parsing: head.signature)
-            return .readBody(PendingBody(expected: expected, signature: signature, secret: secret))
+            let content = try scheme.parse(head.headers, now: now, tolerance: toleranceSeconds)
+            return .readBody(PendingBody(expected: expected, scheme: scheme, content: content, keyring: keyring))
         } catch {
             return .answer(error)
         }
+    }
+
+    /// ``admit(_:keys:now:)`` with a single secret.
+    public func admit(_ head: RequestHead, secret: Result<Secret, Outcome>, now: Int64 = 0) -> Admission {
+        admit(head, keys: secret.map { Keyring($0) }, now: now)
     }
 
     /// `CONTENT_LENGTH` as a byte count: absent or empty is 0; only ASCII digits are a number.
@@ -71,8 +91,9 @@ public enum BodyLength: Sendable, Equatable {
 /// A request whose head passed: it waits for its body.
 public struct PendingBody: Sendable {
     public let expected: BodyLength
-    let signature: Signature
-    let secret: Secret
+    let scheme: SignatureScheme
+    let content: SignedContent
+    let keyring: Keyring
 
     /// Judges the body read (at most ``BodyLength/readLimit`` bytes): short of `CONTENT_LENGTH` means the body
     /// ended early; past the limit of a body without a length is too large.
@@ -86,9 +107,11 @@ public struct PendingBody: Sendable {
             break
         }
         let signed = body.count > expected.readLimit ? Array(body.prefix(expected.readLimit)) : body
-        guard secret.authenticates(signed, signature: signature) else {
-            return .badRequest("x-signature does not match the body")
-        }
-        return .verified
+        let key = HMACSHA256.matchingKey(
+            keyring, scheme: scheme, parts: [content.prefix, signed], candidates: content.candidates)
+        guard let key else { return .badRequest("\(content.header) does not match the body") }
+        return .accepted(Verification(
+            keyIndex: key, keyCount: keyring.secrets.count, deliveryID: content.deliveryID,
+            deduplicationKey: content.deduplicationKey))
     }
 }

@@ -20,6 +20,10 @@ struct AccessRecord {
         var line = "\(remoteAddress.map { Log.printable($0) } ?? "-") \(Log.printable(method)) \(outcome.status.code)"
         line += " bytes=\(bodyBytes) time=\(Self.milliseconds(seconds))ms"
         if let receipt = outcome.receipt { line += " id=\(receipt.id)\(receipt.duplicate ? " duplicate" : "")" }
+        if let verification = outcome.verification {
+            if verification.keyCount > 1 { line += " key=\(verification.keyIndex + 1)/\(verification.keyCount)" }
+            if let delivery = verification.deliveryID { line += " delivery=\(Log.printable(delivery, limit: 80))" }
+        }
         if let reason = outcome.reason { line += " reason=\"\(Log.printable(reason, limit: 200))\"" }
         if let detail = outcome.detail { line += " detail=\"\(Log.printable(detail, limit: 300))\"" }
         if !delivered { line += " response=undelivered" }

@@ -8,14 +8,14 @@ import Glibc
 /// answer needs it, writes the CGI response and returns the line for the access log.
 public struct Responder: Sendable {
     public let verifier: Verifier
-    /// The secret from the process environment, or the 500 explaining why there is none.
-    public let processSecret: Result<Secret, Outcome>
+    /// The secrets from the process environment, or the 500 explaining why there are none.
+    public let processSecret: Result<Keyring, Outcome>
     /// Where verified payloads are kept before the 200; without one the handler only verifies.
     public let spool: Spool?
     /// The command verified payloads are handed to, if any.
     public let hook: Hook?
 
-    public init(verifier: Verifier, processSecret: Result<Secret, Outcome>, spool: Spool? = nil, hook: Hook? = nil) {
+    public init(verifier: Verifier, processSecret: Result<Keyring, Outcome>, spool: Spool? = nil, hook: Hook? = nil) {
         self.verifier = verifier
         self.processSecret = processSecret
         self.spool = spool
@@ -27,15 +27,18 @@ public struct Responder: Sendable {
 
     func respond(over channel: some RequestChannel) -> AccessRecord {
         let started = Clock.now()
+        let (verifier, keys) = configuration(for: channel)
+        var headers: [String: String] = [:]
+        for name in verifier.scheme.params { headers[name] = channel.param(name) }
         let head = RequestHead(
             method: channel.param("REQUEST_METHOD") ?? "",
-            signature: channel.param("HTTP_X_SIGNATURE"),
             contentLength: channel.param("CONTENT_LENGTH"),
-            transferEncoding: channel.param("HTTP_TRANSFER_ENCODING")
+            transferEncoding: channel.param("HTTP_TRANSFER_ENCODING"),
+            headers: headers
         )
         let outcome: Outcome
         var received = 0
-        switch verifier.admit(head, secret: secret(for: channel)) {
+        switch verifier.admit(head, keys: keys, now: Int64(time(nil))) {
         case .answer(let early):
             outcome = early
             channel.discardBody(declared: head.contentLength.flatMap { Int($0) }, bound: discardBound)
@@ -62,9 +65,14 @@ public struct Responder: Sendable {
     private func handOff(_ body: [UInt8], verdict: Outcome, channel: some RequestChannel) -> Outcome {
         guard verdict.isVerified, spool != nil || hook != nil else { return verdict }
         let envelope = Envelope(
-            body: body, remoteAddress: channel.param("REMOTE_ADDR"), contentType: channel.param("CONTENT_TYPE"))
-        if let spool { return spool.store(body, envelope: envelope) }
-        return hook!.handOff(body, envelope: envelope)
+            body: body, id: verdict.verification?.payloadID(of: body),
+            remoteAddress: channel.param("REMOTE_ADDR"), contentType: channel.param("CONTENT_TYPE"))
+        if let spool {
+            let stored = spool.store(body, envelope: envelope)
+            return stored.receipt.map { verdict.stored($0) } ?? stored
+        }
+        let handedOff = hook!.handOff(body, envelope: envelope)
+        return handedOff.isVerified ? verdict : handedOff
     }
 
     /// After the response has gone: the access line, then (with a spool) the hook for a newly stored payload.
@@ -76,11 +84,22 @@ public struct Responder: Sendable {
         }
     }
 
-    /// A secret the web server sets for this request (nginx `fastcgi_param API_SECRET_KEY`) wins over the
-    /// process's. Clients cannot set it: their headers only ever arrive as `HTTP_*`.
-    private func secret(for channel: some RequestChannel) -> Result<Secret, Outcome> {
-        guard let text = channel.param("API_SECRET_KEY"), !text.isEmpty else { return processSecret }
-        return Result { () throws(Outcome) in try Secret(text) }
+    /// Secrets the web server sets for this request (nginx `fastcgi_param API_SECRET_KEY` or
+    /// `API_SECRET_KEY_FILE`, and `API_SECRET_KEY_PREVIOUS`) win over the process's. Clients cannot set them: their
+    /// headers only ever arrive as `HTTP_*`.
+    private func secrets(for channel: some RequestChannel) -> Result<Keyring, Outcome> {
+        let named = [SecretSource.variable, SecretSource.fileVariable].contains { channel.param($0)?.isEmpty == false }
+        return named ? SecretSource.from(channel.param) : processSecret
+    }
+
+    /// The verifier and secrets for this request: a `WEBHOOK_SCHEME` param from the web server picks the scheme
+    /// (one location per sender); an unknown one fails closed, like a missing secret.
+    private func configuration(for channel: some RequestChannel) -> (Verifier, Result<Keyring, Outcome>) {
+        guard let name = channel.param("WEBHOOK_SCHEME"), !name.isEmpty else { return (verifier, secrets(for: channel)) }
+        guard let scheme = SignatureScheme(rawValue: name) else {
+            return (verifier, .failure(.notConfigured("WEBHOOK_SCHEME \(Log.printable(name)) is not a known scheme")))
+        }
+        return (verifier.with(scheme: scheme), secrets(for: channel))
     }
 }
 

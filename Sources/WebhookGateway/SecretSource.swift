@@ -4,30 +4,62 @@ public import WebhookCore
 import Glibc
 #endif
 
-/// Where the shared secret comes from: `API_SECRET_KEY`, or the file named by `API_SECRET_KEY_FILE`
-/// (one trailing newline trimmed). The variable wins when both are set.
+/// Where the shared secrets come from: `API_SECRET_KEY` (and, during a rotation, `API_SECRET_KEY_PREVIOUS`), or
+/// the file named by `API_SECRET_KEY_FILE`, one secret per line, the current one first. The variable wins when
+/// both are set.
 public enum SecretSource {
     public static let variable = "API_SECRET_KEY"
+    public static let previousVariable = "API_SECRET_KEY_PREVIOUS"
     public static let fileVariable = "API_SECRET_KEY_FILE"
 
-    /// The secret configured in this process's environment, or the 500 that says what is wrong.
-    public static func fromEnvironment() -> Result<Secret, Outcome> {
-        if let text = Environment.value(variable), !text.isEmpty {
-            return Result { () throws(Outcome) in try Secret(text) }
-        }
-        guard let path = Environment.value(fileVariable), !path.isEmpty else {
-            return .failure(.notConfigured("neither \(variable) nor \(fileVariable) is set"))
-        }
-        return Result { () throws(Outcome) in
-            guard var bytes = readSmallFile(path) else {
+    /// The secrets configured in this process's environment, or the 500 that says what is wrong.
+    public static func fromEnvironment() -> Result<Keyring, Outcome> {
+        from(Environment.value)
+    }
+
+    /// Whether the environment names a secret at all (usable or not).
+    public static var isNamedInEnvironment: Bool {
+        [variable, fileVariable].contains { Environment.value($0)?.isEmpty == false }
+    }
+
+    /// A warning when the secret file can be read by its group or by others.
+    public static func fileExposure() -> String? {
+        guard Environment.value(variable)?.isEmpty != false, let path = Environment.value(fileVariable) else { return nil }
+        var status = stat()
+        guard stat(path, &status) == 0, status.st_mode & 0o077 != 0 else { return nil }
+        return "\(path) is readable by group or others (mode 0\(String(status.st_mode & 0o777, radix: 8))); chmod 600 it"
+    }
+
+    /// The secrets named by `lookup` (the environment, or a FastCGI request's params).
+    static func from(_ lookup: (String) -> String?) -> Result<Keyring, Outcome> {
+        Result { () throws(Outcome) in
+            if let text = lookup(variable), !text.isEmpty {
+                var secrets = [try Secret(text)]
+                if let previous = lookup(previousVariable), !previous.isEmpty {
+                    secrets.append(try Secret(previous, source: previousVariable))
+                }
+                return Keyring(secrets)
+            }
+            guard let path = lookup(fileVariable), !path.isEmpty else {
+                throw Outcome.notConfigured("neither \(variable) nor \(fileVariable) is set")
+            }
+            guard let bytes = readSmallFile(path) else {
                 throw Outcome.notConfigured("cannot read \(fileVariable) \(path): \(String(cString: strerror(errno)))")
             }
-            if bytes.last == UInt8(ascii: "\n") {
-                bytes.removeLast()
-                if bytes.last == UInt8(ascii: "\r") { bytes.removeLast() }
-            }
-            return try Secret(bytes: bytes, source: "the secret in \(path)")
+            return try keyring(fromFile: bytes, path: path)
         }
+    }
+
+    /// One secret per line (`\n` or `\r\n`); blank lines are skipped.
+    static func keyring(fromFile bytes: [UInt8], path: String) throws(Outcome) -> Keyring {
+        var secrets: [Secret] = []
+        for (number, line) in bytes.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false).enumerated() {
+            let secret = line.last == UInt8(ascii: "\r") ? line.dropLast() : line
+            if secret.isEmpty { continue }
+            secrets.append(try Secret(bytes: Array(secret), source: "the secret on line \(number + 1) of \(path)"))
+        }
+        guard !secrets.isEmpty else { throw Outcome.notConfigured("\(path) holds no secret") }
+        return Keyring(secrets)
     }
 
     /// The whole of a small file, or nil (with `errno` set) if it cannot be read.

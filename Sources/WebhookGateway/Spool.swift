@@ -147,9 +147,10 @@ public struct Envelope: Sendable, Equatable {
     public let contentType: String?
     public let length: Int
 
-    public init(body: [UInt8], received: String = Clock.utcTimestamp(milliseconds: true), remoteAddress: String?,
-                contentType: String?) {
-        self.id = Receipt.id(of: body)
+    /// `id` defaults to the SHA-256 of the body.
+    public init(body: [UInt8], id: String? = nil, received: String = Clock.utcTimestamp(milliseconds: true),
+                remoteAddress: String?, contentType: String?) {
+        self.id = id ?? Receipt.id(of: body)
         self.received = received
         self.remoteAddress = remoteAddress
         self.contentType = contentType

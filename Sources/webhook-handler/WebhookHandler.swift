@@ -32,6 +32,9 @@ struct WebhookHandler: ParsableCommand {
               WEBHOOK_SPOOL_GROUP_READABLE=1  spool files 0640, directories 0750
               WEBHOOK_EXEC            hand each verified payload to this command
               WEBHOOK_EXEC_TIMEOUT, WEBHOOK_EXEC_CONCURRENCY  its limits
+              WEBHOOK_SCHEME          x-signature, github, standard-webhooks or stripe
+              WEBHOOK_TOLERANCE_SECONDS  timestamp tolerance of the dated schemes
+              API_SECRET_KEY_PREVIOUS  a second secret still accepted during a rotation
               FCGI_WEB_SERVER_ADDRS   TCP only: web server addresses allowed in
 
             Under FastCGI, an API_SECRET_KEY param set by the web server (nginx
@@ -74,6 +77,12 @@ struct Serve: ParsableCommand {
     @Option(name: .long, help: "Seconds in-flight requests get to finish after SIGTERM.")
     var graceSeconds: Double = 30
 
+    @Option(name: .long, help: "How senders sign: x-signature, github, standard-webhooks or stripe (default: $WEBHOOK_SCHEME, else x-signature).")
+    var scheme: SignatureScheme?
+
+    @Option(name: .long, help: "Standard Webhooks and Stripe: how far a signature's timestamp may be from now (default: 300).")
+    var toleranceSeconds: Int64?
+
     @OptionGroup var spoolOptions: SpoolOptions
     @OptionGroup var hookOptions: HookOptions
 
@@ -97,12 +106,27 @@ struct Serve: ParsableCommand {
             Log.writeStandardError(WebhookHandler.helpMessage() + "\n")
             throw ExitCode(2)
         }
+        try serve(on: listener, secret: try checkedSecret())
+    }
+
+    /// The process's secrets; a secret that is named but unusable is a mistake to stop for. None at all is not:
+    /// nginx may pass one per request (fastcgi_param), and requests without one get 500.
+    private func checkedSecret() throws -> Result<Keyring, Outcome> {
         let secret = SecretSource.fromEnvironment()
         if case .failure(let problem) = secret {
-            // Not fatal: nginx may pass the secret per request. Such requests without one get 500.
-            Log.write("warning: \(problem.detail ?? "no secret"); requests need a per-request API_SECRET_KEY")
+            guard SecretSource.isNamedInEnvironment else {
+                Log.write("warning: \(problem.detail ?? "no secret"); requests need a per-request API_SECRET_KEY")
+                return secret
+            }
+            Log.write("cannot serve: \(problem.detail ?? "no usable secret")")
+            throw ExitCode(1)
         }
-        let verifier = try Settings.verifier(maxBodyBytes: maxBodyBytes)
+        if let warning = SecretSource.fileExposure() { Log.write("warning: \(warning)") }
+        return secret
+    }
+
+    private func serve(on listener: FastCGIServer.Listener, secret: Result<Keyring, Outcome>) throws {
+        let verifier = try Settings.verifier(maxBodyBytes: maxBodyBytes, scheme: scheme, toleranceSeconds: toleranceSeconds)
         let spool = Settings.spool(directory: spoolOptions.spoolDir, groupReadable: spoolOptions.spoolGroupReadable)
         if let spool {
             do {
@@ -131,28 +155,53 @@ struct Serve: ParsableCommand {
 /// Print the signature of stdin, for testing a deployment with curl.
 struct Sign: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Print the x-signature of standard input under the configured secret.",
+        abstract: "Print the signature of standard input under the configured secret.",
         discussion: """
-            The secret comes from --secret-file, API_SECRET_KEY or API_SECRET_KEY_FILE:
+            The secret comes from --secret-file, API_SECRET_KEY or API_SECRET_KEY_FILE (its first line).
+            For x-signature it prints the hex signature alone:
               curl -H "x-signature: $(webhook-handler sign < body.json)" \\
                    --data-binary @body.json http://127.0.0.1:8080/api/webhook
+            For the other schemes it prints the header lines a sender would send:
+              webhook-handler sign --scheme github < body.json > headers.txt
+              curl -H @headers.txt --data-binary @body.json http://127.0.0.1:8080/api/webhook
             """
     )
 
     @Option(name: .long, help: ArgumentHelp("Read the secret from this file.", valueName: "path"))
     var secretFile: String?
 
+    @Option(name: .long, help: "The signature scheme (default: $WEBHOOK_SCHEME, else x-signature).")
+    var scheme: SignatureScheme?
+
+    @Option(name: .long, help: "Standard Webhooks: the message id (default: a random msg_…).")
+    var id: String?
+
+    @Option(name: .long, help: "Standard Webhooks and Stripe: the Unix time signed (default: now).")
+    var timestamp: Int64?
+
     func run() throws {
         if let secretFile { setenv(SecretSource.fileVariable, secretFile, 1); unsetenv(SecretSource.variable) }
+        let keyring: Keyring
         do {
-            let secret = try SecretSource.fromEnvironment().get()
-            print(secret.signature(of: StandardInput.readAll()))
+            keyring = try SecretSource.fromEnvironment().get()
         } catch {
             Log.writeStandardError("webhook-handler sign: \(error.detail ?? "no usable secret")\n")
             throw ExitCode(1)
         }
+        let scheme = try scheme ?? Settings.scheme()
+        let body = StandardInput.readAll()
+        let randomID = "msg_" + (0..<12).map { _ in String(UInt8.random(in: 0...255), radix: 16) }.joined()
+        let headers = scheme.headers(
+            for: body, secret: keyring.current, id: id ?? randomID, timestamp: timestamp ?? Int64(time(nil)))
+        if scheme == .xSignature {
+            print(headers[0].1)
+        } else {
+            for (name, value) in headers { print("\(name): \(value)") }
+        }
     }
 }
+
+extension SignatureScheme: ExpressibleByArgument {}
 
 /// Settings shared by the CGI path and the command line.
 enum Settings {
@@ -189,13 +238,34 @@ enum Settings {
         }
     }
 
-    static func verifier(maxBodyBytes: Int?) throws -> Verifier {
-        if let maxBodyBytes { return Verifier(maxBodyBytes: maxBodyBytes) }
-        guard let text = environment(maxBodyVariable) else { return Verifier() }
-        guard let limit = Int(text), limit >= 0 else {
-            throw ValidationError("\(maxBodyVariable) must be a number of bytes, not \(text)")
+    static func verifier(maxBodyBytes: Int?, scheme: SignatureScheme? = nil, toleranceSeconds: Int64? = nil) throws
+        -> Verifier
+    {
+        var limit = maxBodyBytes ?? Verifier.defaultMaxBodyBytes
+        if maxBodyBytes == nil, let text = environment(maxBodyVariable) {
+            guard let value = Int(text), value >= 0 else {
+                throw ValidationError("\(maxBodyVariable) must be a number of bytes, not \(text)")
+            }
+            limit = value
         }
-        return Verifier(maxBodyBytes: limit)
+        var tolerance = toleranceSeconds ?? Verifier.defaultToleranceSeconds
+        if toleranceSeconds == nil, let text = environment("WEBHOOK_TOLERANCE_SECONDS") {
+            guard let value = Int64(text), value >= 0 else {
+                throw ValidationError("WEBHOOK_TOLERANCE_SECONDS must be a number of seconds, not \(text)")
+            }
+            tolerance = value
+        }
+        return Verifier(maxBodyBytes: limit, scheme: try scheme ?? Settings.scheme(), toleranceSeconds: tolerance)
+    }
+
+    /// The scheme named by `WEBHOOK_SCHEME`, or the default.
+    static func scheme() throws -> SignatureScheme {
+        guard let text = environment("WEBHOOK_SCHEME"), !text.isEmpty else { return .xSignature }
+        guard let scheme = SignatureScheme(rawValue: text) else {
+            let names = SignatureScheme.allCases.map(\.rawValue).joined(separator: ", ")
+            throw ValidationError("WEBHOOK_SCHEME must be one of \(names), not \(text)")
+        }
+        return scheme
     }
 }
 

@@ -90,6 +90,7 @@ nginx_with() {
         -e "s|unix:/run/fcgiwrap.socket|unix:$socket|" \
         -e "s|/usr/local/bin/webhook-handler|$handler|" \
         -e "s|/etc/webhook-handler/secret|$work/secret|" \
+        -e "s|/etc/webhook-handler/\([a-z-]*\).secret|$work/\1.secret|" \
         -e "s|include fastcgi_params;|include /etc/nginx/fastcgi_params;|" \
         "$recipes/$recipe" >"$work/site.conf"
     cat >"$work/nginx.conf" <<CONF

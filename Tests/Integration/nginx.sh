@@ -55,5 +55,56 @@ contract "http://127.0.0.1:$port/api/webhook" "$secret" "fcgiwrap CGI"
 stop "$nginx_pid"
 stop "$fcgiwrap_pid"
 
+echo "== 4. one handler, a location per sender and scheme (deploy/nginx/webhook-senders.conf)"
+for scheme in x-signature github standard-webhooks stripe; do
+    printf 'whsec_%s\n' "$(printf '%s-%s' "$scheme" "$secret" | base64 -w0)" >"$work/$scheme.secret"
+done
+start webhook-handler "$work/senders.log" env -i "$handler" --listen "$work/senders.sock" --socket-mode 0666 \
+    --workers 2 --spool-dir "$work/senders-spool"
+senders_pid=$last_pid
+wait_until "the handler's socket" test -S "$work/senders.sock"
+nginx_with webhook-senders.conf "$work/senders.sock"
+event="$work/event.json"
+printf '{"type":"scheme.test","at":%s}' "$(date +%s)" >"$event"
+# signed SCHEME SECRET_OF [SIGN OPTIONS]: the header lines a sender would send, in a file for curl -H @file.
+signed() {
+    local scheme=$1 key=$2 file="$work/$1.headers"; shift 2
+    if [ "$scheme" = x-signature ]; then
+        printf 'x-signature: %s\n' "$("$handler" sign --secret-file "$work/$key.secret" "$@" <"$event")" >"$file"
+    else
+        "$handler" sign --scheme "$scheme" --secret-file "$work/$key.secret" "$@" <"$event" >"$file"
+    fi
+    echo "$file"
+}
+previous=stripe
+for scheme in x-signature github standard-webhooks stripe; do
+    url="http://127.0.0.1:$port/api/$scheme"
+    [ "$scheme" = x-signature ] && url="http://127.0.0.1:$port/api/webhook"
+    check "$scheme: signed as the sender signs is 200" 200 '"verified":true' \
+        -H @"$(signed "$scheme" "$scheme")" -H 'X-GitHub-Delivery: delivery-of-'"$scheme" --data-binary @"$event" "$url"
+    check "$scheme: a tampered body is 400" 400 'does not match the body' \
+        -H @"$(signed "$scheme" "$scheme")" --data-binary '{"type":"forged"}' "$url"
+    check "$scheme: signed with the $previous sender's secret is 400" 400 'does not match the body' \
+        -H @"$(signed "$scheme" "$previous")" --data-binary @"$event" "$url"
+    previous=$scheme
+done
+old=$(( $(date +%s) - 1000 ))
+check "standard-webhooks: a replay 1000 s later is 400" 400 'more than 300 seconds from now' \
+    -H @"$(signed standard-webhooks standard-webhooks --id msg_replayed --timestamp "$old")" --data-binary @"$event" \
+    "http://127.0.0.1:$port/api/standard-webhooks"
+check "stripe: a replay 1000 s later is 400" 400 'more than 300 seconds from now' \
+    -H @"$(signed stripe stripe --timestamp "$old")" --data-binary @"$event" "http://127.0.0.1:$port/api/stripe"
+check "standard-webhooks: first delivery of msg_once is stored" 200 '"duplicate":false' \
+    -H @"$(signed standard-webhooks standard-webhooks --id msg_once)" --data-binary @"$event" \
+    "http://127.0.0.1:$port/api/standard-webhooks"
+sleep 1
+check "standard-webhooks: its retry, re-signed a second later, is a duplicate" 200 '"duplicate":true' \
+    -H @"$(signed standard-webhooks standard-webhooks --id msg_once)" --data-binary @"$event" \
+    "http://127.0.0.1:$port/api/standard-webhooks"
+expect "github: the delivery id is logged" grep -q 'delivery=delivery-of-github' "$work/senders.log"
+expect "x-signature: no delivery id for a scheme without one" sh -c "! grep -q 'delivery=delivery-of-x-signature' '$work/senders.log'"
+stop "$nginx_pid"
+stop "$senders_pid"; expect "senders: handler exits 0" test "$stopped_status" = 0
+
 expect "no log line anywhere holds the secret" no_secret_in_logs
 summary

@@ -32,20 +32,20 @@ import Testing
 
     /// Apache's mod_cgi passes a chunked upload without CONTENT_LENGTH: it is read to its end, within the limit.
     @Test func chunkedBodyWithoutLengthIsReadToItsEnd() {
-        #expect(outcome(contentLength: nil, transferEncoding: "chunked") == .verified)
-        #expect(outcome(contentLength: "", transferEncoding: "gzip, Chunked") == .verified)
+        #expect(outcome(contentLength: nil, transferEncoding: "chunked") == .verifiedByCurrentKey)
+        #expect(outcome(contentLength: "", transferEncoding: "gzip, Chunked") == .verifiedByCurrentKey)
         let tooLong = outcome(contentLength: nil, transferEncoding: "chunked", limit: Self.body.count - 1)
         #expect(tooLong.status == .payloadTooLarge)
-        #expect(outcome(contentLength: nil, transferEncoding: "chunked", limit: Self.body.count) == .verified)
+        #expect(outcome(contentLength: nil, transferEncoding: "chunked", limit: Self.body.count) == .verifiedByCurrentKey)
         // Without the chunked marker, no length still means no body.
         #expect(outcome(contentLength: nil).status == .badRequest)
         // A length, when given, wins.
-        #expect(outcome(transferEncoding: "chunked") == .verified)
+        #expect(outcome(transferEncoding: "chunked") == .verifiedByCurrentKey)
     }
 
     @Test func validSignatureIsVerified() {
         let result = outcome()
-        #expect(result == .verified)
+        #expect(result == .verifiedByCurrentKey)
         #expect(result.jsonBody == #"{"verified":true}"#)
         #expect(String(decoding: result.cgiResponse, as: UTF8.self).hasPrefix("Status: 200 OK\r\n"))
     }
@@ -134,12 +134,12 @@ import Testing
     @Test func exactlyAtTheLimitIsRead() {
         let body = [UInt8](repeating: 0x61, count: 64)
         let result = outcome(signature: Self.secret.signature(of: body), contentLength: "64", body: body, limit: 64)
-        #expect(result == .verified)
+        #expect(result == .verifiedByCurrentKey)
         #expect(outcome(contentLength: "65", limit: 64).status == .payloadTooLarge)
     }
 
     @Test func leadingZerosAreStillDecimal() {
-        #expect(outcome(contentLength: "000" + String(Self.body.count)) == .verified)
+        #expect(outcome(contentLength: "000" + String(Self.body.count)) == .verifiedByCurrentKey)
     }
 
     @Test func missingSecretFailsClosed() {
@@ -159,7 +159,7 @@ import Testing
 
     @Test func tenCharactersIsEnough() throws {
         let secret = try Secret("0123456789")
-        #expect(outcome(signature: secret.signature(of: Self.body), secret: .success(secret)) == .verified)
+        #expect(outcome(signature: secret.signature(of: Self.body), secret: .success(secret)) == .verifiedByCurrentKey)
     }
 
     @Test func secretNeverPrints() {

@@ -81,6 +81,27 @@ import Glibc
         #expect(server.stop() == 0)
     }
 
+    /// A secret that is named but unusable stops a FastCGI server at start-up, with the reason.
+    @Test(arguments: [
+        (["API_SECRET_KEY": "123456789"], "API_SECRET_KEY is shorter than 10 characters"),
+        (["API_SECRET_KEY_FILE": "/nonexistent/secret"], "cannot read API_SECRET_KEY_FILE /nonexistent/secret"),
+    ])
+    func unusableSecretAtStartUpExits1(_ environment: [String: String], message: String) throws {
+        let socket = NSTemporaryDirectory() + "webhook-never-\(UUID().uuidString.prefix(8)).sock"
+        let finished = try Programs.run(Programs.handler, ["--listen", socket], environment: environment)
+        #expect(finished.status == 1)
+        #expect(finished.stderr.contains("cannot serve: \(message)"))
+        #expect(!finished.stderr.contains("123456789\""))
+        #expect(!FileManager.default.fileExists(atPath: socket))
+    }
+
+    @Test func aSecretFileOthersCanReadIsWarnedAbout() throws {
+        let file = try TemporaryFile(contents: Contract.secret, mode: 0o644)
+        let server = try FastCGIServerProcess(.ownSocket, workers: 1, environment: ["API_SECRET_KEY_FILE": file.path])
+        #expect(server.stop() == 0)
+        #expect(server.log.contains("warning: \(file.path) is readable by group or others (mode 0644); chmod 600 it"))
+    }
+
     @Test func refusesToReplaceAFileThatIsNotASocket() throws {
         let file = try TemporaryFile(contents: "precious")
         let finished = try Programs.run(Programs.handler, ["--listen", file.path],
