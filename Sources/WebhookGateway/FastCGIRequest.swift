@@ -1,5 +1,9 @@
 import CFastCGI
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// The single owner of a libfcgi `FCGX_Request`. libfcgi keeps pointers back into the structure, so it lives at a
 /// fixed address for the owner's whole life, is initialised once and freed once, in `deinit`.
 ///
@@ -25,8 +29,17 @@ final class FastCGIRequest: RequestChannel {
 
     /// Finishes the previous request (if any) and waits for the next; false once libfcgi stops accepting
     /// (shutdown, or the listening socket failed).
-    func accept() -> Bool {
-        FCGX_Accept_r(request) >= 0
+    ///
+    /// Reads and writes on the connection then give up after `timeoutSeconds` of silence, so that a client that
+    /// stops half-way through a body (or an idle kept-alive connection) cannot hold this worker for ever; libfcgi
+    /// sees the time-out as a failed read, the body as short (400), and closes the connection.
+    func accept(timeoutSeconds: Double) -> Bool {
+        guard FCGX_Accept_r(request) >= 0 else { return false }
+        var limit = timeval(tv_sec: Int(timeoutSeconds), tv_usec: Int((timeoutSeconds - timeoutSeconds.rounded(.down)) * 1e6))
+        let fd = request.pointee.ipcFd
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
+        return true
     }
 
     /// Flushes and ends the current request.

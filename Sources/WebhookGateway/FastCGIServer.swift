@@ -33,12 +33,16 @@ public struct FastCGIServer: Sendable {
     public let workers: Int
     /// How long in-flight requests get to finish after SIGTERM before their workers are killed.
     public let graceSeconds: Double
+    /// How long a connection may stay silent (mid-body, or idle between kept-alive requests).
+    public let readTimeoutSeconds: Double
     public let responder: Responder
 
-    public init(listener: Listener, workers: Int, graceSeconds: Double, responder: Responder) {
+    public init(listener: Listener, workers: Int, graceSeconds: Double, readTimeoutSeconds: Double = 30,
+                responder: Responder) {
         self.listener = listener
         self.workers = max(1, workers)
         self.graceSeconds = graceSeconds
+        self.readTimeoutSeconds = readTimeoutSeconds
         self.responder = responder
     }
 
@@ -59,7 +63,7 @@ public struct FastCGIServer: Sendable {
         sigprocmask(SIG_BLOCK, &stopSignals, nil)
         Log.write("serving FastCGI on \(listener.description) with \(workers) workers")
 
-        var supervisor = Supervisor(socket: socket, responder: responder)
+        var supervisor = Supervisor(socket: socket, responder: responder, readTimeoutSeconds: readTimeoutSeconds)
         for _ in 0..<workers { try supervisor.spawn() }
         return try supervisor.superviseUntilStopped(signals: stopSignals, graceSeconds: graceSeconds)
     }
@@ -89,19 +93,23 @@ public struct FastCGIServer: Sendable {
 private struct Supervisor {
     let socket: Int32
     let responder: Responder
+    let readTimeoutSeconds: Double
     /// Live workers and when each started.
     var started: [pid_t: Double] = [:]
     /// When replacements for crashed workers are due (a worker that dies young is replaced after a pause).
     var replacementsDue: [Double] = []
 
-    init(socket: Int32, responder: Responder) {
+    init(socket: Int32, responder: Responder, readTimeoutSeconds: Double) {
         self.socket = socket
         self.responder = responder
+        self.readTimeoutSeconds = readTimeoutSeconds
     }
 
     mutating func spawn() throws(SystemError) {
         let pid = try check("fork", fork())
-        if pid == 0 { _exit(Worker(socket: socket, responder: responder).serve()) }
+        if pid == 0 {
+            _exit(Worker(socket: socket, responder: responder, readTimeoutSeconds: readTimeoutSeconds).serve())
+        }
         started[pid] = Clock.now()
     }
 
@@ -152,6 +160,7 @@ private struct Supervisor {
 private struct Worker {
     let socket: Int32
     let responder: Responder
+    let readTimeoutSeconds: Double
 
     /// Returns the worker's exit status.
     func serve() -> Int32 {
@@ -163,7 +172,7 @@ private struct Worker {
             let request = try FastCGIRequest(socket: socket)
             while !Signals.arePending(stop) {
                 sigprocmask(SIG_UNBLOCK, &stop, nil)
-                let accepted = request.accept()
+                let accepted = request.accept(timeoutSeconds: readTimeoutSeconds)
                 sigprocmask(SIG_BLOCK, &stop, nil)
                 guard accepted else { break }
                 let record = responder.respond(over: request)

@@ -77,6 +77,9 @@ struct Serve: ParsableCommand {
     @Option(name: .long, help: "Seconds in-flight requests get to finish after SIGTERM.")
     var graceSeconds: Double = 30
 
+    @Option(name: .long, help: "Seconds a connection may stay silent, mid-body or idle, before it is dropped.")
+    var readTimeoutSeconds: Double = 30
+
     @Option(name: .long, help: "How senders sign: x-signature, github, standard-webhooks or stripe (default: $WEBHOOK_SCHEME, else x-signature).")
     var scheme: SignatureScheme?
 
@@ -93,6 +96,7 @@ struct Serve: ParsableCommand {
         }
         if let maxBodyBytes, maxBodyBytes < 0 { throw ValidationError("--max-body-bytes cannot be negative") }
         guard graceSeconds >= 0 else { throw ValidationError("--grace-seconds cannot be negative") }
+        guard readTimeoutSeconds > 0 else { throw ValidationError("--read-timeout-seconds must be positive") }
     }
 
     func run() throws {
@@ -141,6 +145,7 @@ struct Serve: ParsableCommand {
             listener: listener,
             workers: workers,
             graceSeconds: graceSeconds,
+            readTimeoutSeconds: readTimeoutSeconds,
             responder: Responder(verifier: verifier, processSecret: secret, spool: spool, hook: hookOptions.hook)
         )
         do {

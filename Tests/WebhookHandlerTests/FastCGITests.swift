@@ -69,6 +69,36 @@ import Glibc
         #expect(server.log.contains("SIGTERM: stopping"))
     }
 
+    /// A client that stops half-way through its body holds one worker, never the others.
+    @Test func aStalledUploadDoesNotBlockOtherRequests() throws {
+        let server = try FastCGIServerProcess(.ownSocket, workers: 2)
+        let row = Contract.rows.first { $0.status == 200 }!
+        do {
+            let stalled = try RawFastCGIClient(socket: server.socket)
+            stalled.start(params: row.params(secret: nil), body: Array(row.body.prefix(10)))
+            let started = Date()
+            for _ in 0..<3 { #expect(try server.send(row).status == 200) }
+            #expect(Date().timeIntervalSince(started) < 2)
+        }  // the stalled client hangs up here, so its worker can stop
+        #expect(server.stop() == 0)
+    }
+
+    /// ...and is dropped after --read-timeout-seconds with a 400, freeing its worker.
+    @Test func aStalledUploadTimesOut() throws {
+        let server = try FastCGIServerProcess(.ownSocket, workers: 1, arguments: ["--read-timeout-seconds", "1"])
+        let row = Contract.rows.first { $0.status == 200 }!
+        let stalled = try RawFastCGIClient(socket: server.socket)
+        stalled.start(params: row.params(secret: nil), body: Array(row.body.prefix(10)))
+        let started = Date()
+        #expect(try server.send(row).status == 200)   // served by the same, only worker, once it is free
+        let waited = Date().timeIntervalSince(started)
+        #expect(waited > 0.5 && waited < 5, "waited \(waited) s")
+        let answer = try CGIResponse(stalled.response())
+        #expect(answer.status == 400)
+        #expect(answer.body.contains("request body ended after 10 of \(row.body.count) bytes"))
+        #expect(server.stop() == 0)
+    }
+
     /// A worker that dies is replaced; the server keeps answering.
     @Test func aKilledWorkerIsReplaced() throws {
         let server = try FastCGIServerProcess(.ownSocket, workers: 2)
