@@ -40,6 +40,8 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        /// A dudect-style timing check of verification, run by hand (README: Security checks).
+        .executableTarget(name: "timing-check", dependencies: ["WebhookCore"]),
         .testTarget(
             name: "WebhookCoreTests",
             dependencies: ["WebhookCore"]
