@@ -42,6 +42,8 @@ let package = Package(
         ),
         /// A dudect-style timing check of verification, run by hand (README: Security checks).
         .executableTarget(name: "timing-check", dependencies: ["WebhookCore"]),
+        /// HMAC throughput of the core, for bench/run.sh.
+        .executableTarget(name: "hmac-throughput", dependencies: ["WebhookCore"]),
         .testTarget(
             name: "WebhookCoreTests",
             dependencies: ["WebhookCore"]

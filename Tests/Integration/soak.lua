@@ -37,6 +37,8 @@ end
 function done(summary, latency, requests)
     local total = 0
     for _, thread in ipairs(threads) do total = total + thread:get("unexpected") end
-    io.write(string.format("SOAK requests=%d unexpected=%d errors=%d p99_ms=%.2f\n", summary.requests, total,
-        summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout, latency:percentile(99) / 1000))
+    io.write(string.format("SOAK requests=%d unexpected=%d errors=%d p99_ms=%.2f p50_ms=%.2f rps=%.0f\n",
+        summary.requests, total,
+        summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+        latency:percentile(99) / 1000, latency:percentile(50) / 1000, summary.requests / (summary.duration / 1e6)))
 end

@@ -1,0 +1,205 @@
+#!/usr/bin/env bash
+# The side-by-side benchmark: this handler against the peers users would pick, behind one nginx on 127.0.0.1,
+# on the same machine in the same run. Prints a table of req/s, p50/p99 and non-2xx per workload, each contender's
+# ratio to nginx `return 200` and to php-fpm (ratios, not absolute numbers: the machine is shared and noisy), then
+# CGI cold start, HMAC throughput and worker RSS.
+#
+#   bench/run.sh            the full run: 3 repetitions of 5 s per contender and workload (medians), ~8 minutes
+#   bench/run.sh --smoke    1 repetition of 1 s: checks every peer and prints the table (CI runs this)
+source "$(dirname "$0")/../Tests/Integration/lib.sh"
+cd "$(dirname "$0")/.."
+
+smoke=false; [ "${1:-}" = "--smoke" ] && smoke=true
+reps=3; seconds=5; $smoke && { reps=1; seconds=1; }
+scripts/bootstrap >&2
+missing=()
+for package in php8.2-fpm webhook libssl-dev hyperfine nodejs gcc; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if ((${#missing[@]})); then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null >&2
+fi
+handler=$(deploy/build-static.sh | tail -n 1)
+swift build -c release --product hmac-throughput >&2
+throughput_bin="$(swift build -c release --show-bin-path)/hmac-throughput"
+peers="$PWD/bench/peers"
+secret="bench-secret-$RANDOM-0123456789"
+printf '%s\n' "$secret" >"$work/secret"; chmod 644 "$work/secret"
+gcc -O2 -o "$work/hmac-cgi" "$peers/hmac-cgi.c" -lcrypto
+gcc -O2 -static -o "$work/hello-cgi" "$peers/hello-cgi.c"
+cp "$peers/webhook.php" "$work/webhook.php"
+
+# The contenders, each started by this script and stopped at exit.
+start this-handler "$work/handler.log" env -i API_SECRET_KEY_FILE="$work/secret" \
+    "$handler" --listen "$work/handler.sock" --socket-mode 0666
+handler_pid=$last_pid
+start fcgiwrap "$work/fcgiwrap.log" spawn-fcgi -n -s "$work/fcgiwrap.sock" -M 0666 -F 1 -- "$(command -v fcgiwrap)" -c 4
+cat >"$work/php-fpm.conf" <<CONF
+[global]
+error_log = $work/php-fpm.log
+daemonize = no
+[bench]
+user = nobody
+group = nogroup
+listen = $work/php.sock
+listen.mode = 0666
+pm = static
+pm.max_children = 4
+clear_env = yes
+CONF
+start php-fpm "$work/php-fpm.log" php-fpm8.2 -F -R -y "$work/php-fpm.conf"
+node_port=$(free_port)
+start node "$work/node.log" env API_SECRET_KEY="$secret" node "$peers/node-handler.js" "$node_port"
+hook_port=$(free_port)
+sed "s|SECRET|$secret|" "$peers/hooks.json" >"$work/hooks.json"
+start adnanh-webhook "$work/webhook.log" webhook -hooks "$work/hooks.json" -ip 127.0.0.1 -port "$hook_port"
+wait_until "every peer's socket" sh -c "test -S '$work/handler.sock' && test -S '$work/fcgiwrap.sock' && test -S '$work/php.sock'"
+
+port=$(free_port)
+cat >"$work/site.conf" <<CONF
+server {
+    listen 127.0.0.1:$port;
+    client_max_body_size 2m;
+    location = /return-200 { default_type application/json; return 200 '{"verified":true}'; }
+    location = /this-fastcgi {
+        include /etc/nginx/fastcgi_params;
+        fastcgi_pass unix:$work/handler.sock;
+    }
+    location = /this-cgi-fcgiwrap {
+        include /etc/nginx/fastcgi_params;
+        fastcgi_param SCRIPT_FILENAME $handler;
+        fastcgi_param API_SECRET_KEY_FILE $work/secret;
+        fastcgi_pass unix:$work/fcgiwrap.sock;
+    }
+    location = /c-cgi-fcgiwrap {
+        include /etc/nginx/fastcgi_params;
+        fastcgi_param SCRIPT_FILENAME $work/hmac-cgi;
+        fastcgi_param API_SECRET_KEY $secret;
+        fastcgi_pass unix:$work/fcgiwrap.sock;
+    }
+    location = /php-fpm {
+        include /etc/nginx/fastcgi_params;
+        fastcgi_param SCRIPT_FILENAME $work/webhook.php;
+        fastcgi_param API_SECRET_KEY $secret;
+        fastcgi_pass unix:$work/php.sock;
+    }
+    location = /node { proxy_pass http://127.0.0.1:$node_port/; }
+    location = /adnanh-webhook { proxy_pass http://127.0.0.1:$hook_port/hooks/webhook; }
+}
+CONF
+nginx_main() {
+    cat >"$work/nginx.conf" <<CONF
+daemon off;
+worker_processes 2;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path $work/client_body;
+    fastcgi_temp_path $work/fastcgi_temp;
+    proxy_temp_path $work/proxy_temp;
+    uwsgi_temp_path $work/uwsgi_temp;
+    scgi_temp_path $work/scgi_temp;
+    include $work/site.conf;
+}
+CONF
+}
+nginx_main
+start nginx "$work/nginx.log" nginx -e "$work/nginx-error.log" -c "$work/nginx.conf"
+nginx_pid=$last_pid
+base="http://127.0.0.1:$port"
+wait_until "nginx" curl -s -o /dev/null "$base/return-200"
+wait_until "node and webhook" sh -c "curl -s -o /dev/null $base/node && curl -s -o /dev/null $base/adnanh-webhook"
+
+contenders=(return-200 this-fastcgi this-cgi-fcgiwrap c-cgi-fcgiwrap php-fpm node adnanh-webhook)
+printf '%s' '{"reference":"test","topic_id":"0.0.134383","consensus_timestamp":{"seconds":1598306688,"nanos":750728007},"transaction_id":"0.0.116507@1598338540.979000000","padding":"' >"$work/1k.json"
+head -c $((1024 - $(wc -c <"$work/1k.json") - 2)) /dev/zero | tr '\0' 'x' >>"$work/1k.json"; printf '"}' >>"$work/1k.json"
+head -c 1048000 /dev/zero | tr '\0' 'y' | sed 's/^/{"blob":"/; s/$/"}/' >"$work/1m.json"
+
+# The status a contender gives a wrong signature: adnanh/webhook 2.8.0 answers an HMAC mismatch with 500.
+bad_signature_status() { [ "$1" = adnanh-webhook ] && echo 500 || echo 400; }
+status_is() {  # NAME STATUS CURL_ARGS...: the peers' bodies and headers differ from our contract; statuses may not
+    local name=$1 want=$2; shift 2
+    expect "$name" test "$(curl -s -o /dev/null -w '%{http_code}' "$@")" = "$want"
+}
+echo "== every peer answers 405 / 400 / 200 before it is timed"
+for contender in "${contenders[@]:1}"; do
+    status_is "$contender: GET is 405" 405 "$base/$contender"
+    status_is "$contender: unsigned POST is 400" 400 --data-binary @"$work/1k.json" "$base/$contender"
+    status_is "$contender: wrong signature is $(bad_signature_status "$contender")" "$(bad_signature_status "$contender")" \
+        -H "x-signature: $(sign wrong-secret-123 "$work/1k.json")" --data-binary @"$work/1k.json" "$base/$contender"
+    status_is "$contender: signed 1 KiB is 200" 200 \
+        -H "x-signature: $(sign "$secret" "$work/1k.json")" --data-binary @"$work/1k.json" "$base/$contender"
+done
+check "this-fastcgi: the full contract's GET answer" 405 '^\{"reason":"Method GET is not allowed on this route"\}$' "$base/this-fastcgi"
+((failed == 0)) || { summary; exit 1; }
+
+# run CONTENDER BODY SIGNATURE EXPECT: one wrk run; prints "rps p50 p99 non2xx"
+run() {
+    local expect=$4
+    [ "$1" = return-200 ] && expect=200
+    [ "$expect" = 400 ] && expect=$(bad_signature_status "$1")
+    SOAK_METHOD=POST SOAK_BODY_FILE=$2 SOAK_SIGNATURE=$3 SOAK_EXPECT=$expect \
+        wrk -t2 -c16 -d"${seconds}s" -s Tests/Integration/soak.lua "$base/$1" 2>&1 | sed -n 's/^SOAK //p' |
+        awk -v want="$expect" '{ for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+            print v["rps"], v["p50_ms"], v["p99_ms"], (want == 200 ? v["unexpected"] : 0) }'
+}
+median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+
+echo "== load: wrk -t2 -c16, ${seconds} s x ${reps}, one nginx; load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+declare -A rps p50 p99 non2xx
+workloads=("1 KiB valid|$work/1k.json|$(sign "$secret" "$work/1k.json")|200"
+           "1 KiB bad signature|$work/1k.json|$(sign wrong-secret-123 "$work/1k.json")|400"
+           "1 MiB valid|$work/1m.json|$(sign "$secret" "$work/1m.json")|200")
+for workload in "${workloads[@]}"; do
+    IFS='|' read -r name body signature expect <<<"$workload"
+    for contender in "${contenders[@]}"; do
+        : >"$work/runs"
+        for _ in $(seq "$reps"); do run "$contender" "$body" "$signature" "$expect" >>"$work/runs"; done
+        key="$name|$contender"
+        rps[$key]=$(cut -d' ' -f1 "$work/runs" | median)
+        p50[$key]=$(cut -d' ' -f2 "$work/runs" | median)
+        p99[$key]=$(cut -d' ' -f3 "$work/runs" | median)
+        non2xx[$key]=$(cut -d' ' -f4 "$work/runs" | median)
+    done
+done
+
+echo
+printf '%-20s %-18s %9s %8s %8s %7s %11s %9s\n' workload contender req/s p50_ms p99_ms non-2xx "x return200" "x php-fpm"
+for workload in "${workloads[@]}"; do
+    name=${workload%%|*}
+    for contender in "${contenders[@]}"; do
+        key="$name|$contender"
+        ratio() { awk -v a="${rps[$key]}" -v b="${rps[$name|$1]}" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
+        printf '%-20s %-18s %9s %8s %8s %7s %11s %9s\n' "$name" "$contender" "${rps[$key]}" "${p50[$key]}" \
+            "${p99[$key]}" "${non2xx[$key]}" "$(ratio return-200)" "$(ratio php-fpm)"
+    done
+done
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+
+echo
+echo "== CGI cold start (hyperfine, medians): the shipped portable binary vs a static C hello"
+cgi_env=(env -i GATEWAY_INTERFACE=CGI/1.1 REQUEST_METHOD=GET)
+hyperfine -N --warmup 20 --runs $($smoke && echo 50 || echo 500) --export-json "$work/cold.json" \
+    "${cgi_env[*]} $handler" "${cgi_env[*]} $work/hello-cgi" >/dev/null 2>&1
+python3 - "$work/cold.json" <<'PY'
+import json, sys
+results = json.load(open(sys.argv[1]))["results"]
+ours, hello = (r["median"] * 1000 for r in results)
+print(f"webhook-handler {ours:.3f} ms, static C hello {hello:.3f} ms: {ours / hello:.2f}x")
+PY
+
+echo
+echo "== HMAC-SHA256 throughput: the core vs openssl speed"
+"$throughput_bin" $($smoke && echo 0.3 || echo 2)
+openssl speed -hmac sha256 -seconds $($smoke && echo 1 || echo 3) -bytes 1048576 2>/dev/null | tail -1 |
+    awk '{ printf "openssl 1048576 bytes: %d MB/s\n", $2 / 1000 }'
+
+echo
+echo "== RSS of one FastCGI worker"
+worker=$(cut -d' ' -f1 "/proc/$handler_pid/task/$handler_pid/children")
+rss() { awk '/^VmRSS/ {print $2}' "/proc/$worker/status"; }
+echo "at rest (after the load above): $(rss) KiB"
+stop "$nginx_pid"
+summary
