@@ -33,6 +33,10 @@ cp "$peers/webhook.php" "$work/webhook.php"
 start this-handler "$work/handler.log" env -i API_SECRET_KEY_FILE="$work/secret" \
     "$handler" --listen "$work/handler.sock" --socket-mode 0666
 handler_pid=$last_pid
+# The same handler for nginx's kept-alive upstream connections: each idle kept connection pins one worker, so the
+# pool (keepalive 4 x 2 nginx workers = 8) stays below the worker count (12) — see deploy/nginx/README.md.
+start this-handler-keepalive "$work/handler-keepalive.log" env -i API_SECRET_KEY_FILE="$work/secret" \
+    "$handler" --listen "$work/handler-keepalive.sock" --socket-mode 0666 --workers 12
 start fcgiwrap "$work/fcgiwrap.log" spawn-fcgi -n -s "$work/fcgiwrap.sock" -M 0666 -F 1 -- "$(command -v fcgiwrap)" -c 4
 cat >"$work/php-fpm.conf" <<CONF
 [global]
@@ -53,10 +57,14 @@ start node "$work/node.log" env API_SECRET_KEY="$secret" node "$peers/node-handl
 hook_port=$(free_port)
 sed "s|SECRET|$secret|" "$peers/hooks.json" >"$work/hooks.json"
 start adnanh-webhook "$work/webhook.log" webhook -hooks "$work/hooks.json" -ip 127.0.0.1 -port "$hook_port"
-wait_until "every peer's socket" sh -c "test -S '$work/handler.sock' && test -S '$work/fcgiwrap.sock' && test -S '$work/php.sock'"
+wait_until "every peer's socket" sh -c "test -S '$work/handler.sock' && test -S '$work/handler-keepalive.sock' && test -S '$work/fcgiwrap.sock' && test -S '$work/php.sock'"
 
 port=$(free_port)
 cat >"$work/site.conf" <<CONF
+upstream this_keepalive {
+    server unix:$work/handler-keepalive.sock;
+    keepalive 4;
+}
 server {
     listen 127.0.0.1:$port;
     client_max_body_size 2m;
@@ -64,6 +72,11 @@ server {
     location = /this-fastcgi {
         include /etc/nginx/fastcgi_params;
         fastcgi_pass unix:$work/handler.sock;
+    }
+    location = /this-fastcgi-keepalive {
+        include /etc/nginx/fastcgi_params;
+        fastcgi_keep_conn on;
+        fastcgi_pass this_keepalive;
     }
     location = /this-cgi-fcgiwrap {
         include /etc/nginx/fastcgi_params;
@@ -112,7 +125,7 @@ base="http://127.0.0.1:$port"
 wait_until "nginx" curl -s -o /dev/null "$base/return-200"
 wait_until "node and webhook" sh -c "curl -s -o /dev/null $base/node && curl -s -o /dev/null $base/adnanh-webhook"
 
-contenders=(return-200 this-fastcgi this-cgi-fcgiwrap c-cgi-fcgiwrap php-fpm node adnanh-webhook)
+contenders=(return-200 this-fastcgi this-fastcgi-keepalive this-cgi-fcgiwrap c-cgi-fcgiwrap php-fpm node adnanh-webhook)
 printf '%s' '{"reference":"test","topic_id":"0.0.134383","consensus_timestamp":{"seconds":1598306688,"nanos":750728007},"transaction_id":"0.0.116507@1598338540.979000000","padding":"' >"$work/1k.json"
 head -c $((1024 - $(wc -c <"$work/1k.json") - 2)) /dev/zero | tr '\0' 'x' >>"$work/1k.json"; printf '"}' >>"$work/1k.json"
 head -c 1048000 /dev/zero | tr '\0' 'y' | sed 's/^/{"blob":"/; s/$/"}/' >"$work/1m.json"
