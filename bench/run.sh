@@ -100,29 +100,8 @@ server {
     location = /adnanh-webhook { proxy_pass http://127.0.0.1:$hook_port/hooks/webhook; }
 }
 CONF
-nginx_main() {
-    cat >"$work/nginx.conf" <<CONF
-daemon off;
-worker_processes 2;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    client_body_temp_path $work/client_body;
-    fastcgi_temp_path $work/fastcgi_temp;
-    proxy_temp_path $work/proxy_temp;
-    uwsgi_temp_path $work/uwsgi_temp;
-    scgi_temp_path $work/scgi_temp;
-    include $work/site.conf;
-}
-CONF
-}
-nginx_main
-start nginx "$work/nginx.log" nginx -e "$work/nginx-error.log" -c "$work/nginx.conf"
-nginx_pid=$last_pid
+start_nginx
 base="http://127.0.0.1:$port"
-wait_until "nginx" curl -s -o /dev/null "$base/return-200"
 wait_until "node and webhook" sh -c "curl -s -o /dev/null $base/node && curl -s -o /dev/null $base/adnanh-webhook"
 
 contenders=(return-200 this-fastcgi this-fastcgi-keepalive this-cgi-fcgiwrap c-cgi-fcgiwrap php-fpm node adnanh-webhook)

@@ -93,12 +93,17 @@ nginx_with() {
         -e "s|/etc/webhook-handler/\([a-z-]*\).secret|$work/\1.secret|" \
         -e "s|include fastcgi_params;|include /etc/nginx/fastcgi_params;|" \
         "$recipes/$recipe" >"$work/site.conf"
+    start_nginx
+}
+
+# start_nginx: nginx (pid in $nginx_pid) serving $work/site.conf on $port, everything else in $work.
+start_nginx() {
     cat >"$work/nginx.conf" <<CONF
 daemon off;
 worker_processes 2;
 pid $work/nginx.pid;
 error_log $work/nginx-error.log warn;
-events { worker_connections 256; }
+events { worker_connections 1024; }
 http {
     access_log off;
     client_body_temp_path $work/client_body;
