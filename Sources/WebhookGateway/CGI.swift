@@ -15,8 +15,10 @@ public enum CGI {
         // Every CGI request is a start-up: make sure the spool exists; if it cannot, storing answers 503.
         _ = try? spool?.prepare()
         let channel = StandardStreams()
+        // A CGI's request params are its environment, so the per-request lookup of the secret finds it there; the
+        // process-wide fallback only has to say that none is set.
         let responder = Responder(
-            verifier: verifier, processSecret: SecretSource.fromEnvironment(), spool: spool, hook: hook)
+            verifier: verifier, processSecret: .failure(.notConfigured(SecretSource.noneSet)), spool: spool, hook: hook)
         let record = responder.respond(over: channel)
         responder.complete(record, hookLog: spool.map { "\($0.directory)/hook.log" })
         return record.delivered ? 0 : 1

@@ -17,6 +17,8 @@ public enum SecretSource {
         from(Environment.value)
     }
 
+    static let noneSet = "neither \(variable) nor \(fileVariable) is set"
+
     /// Whether the environment names a secret at all (usable or not).
     public static var isNamedInEnvironment: Bool {
         [variable, fileVariable].contains { Environment.value($0)?.isEmpty == false }
@@ -40,9 +42,7 @@ public enum SecretSource {
                 }
                 return Keyring(secrets)
             }
-            guard let path = lookup(fileVariable), !path.isEmpty else {
-                throw Outcome.notConfigured("neither \(variable) nor \(fileVariable) is set")
-            }
+            guard let path = lookup(fileVariable), !path.isEmpty else { throw Outcome.notConfigured(noneSet) }
             guard let bytes = readSmallFile(path) else {
                 throw Outcome.notConfigured("cannot read \(fileVariable) \(path): \(String(cString: strerror(errno)))")
             }
