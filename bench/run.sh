@@ -11,14 +11,7 @@ cd "$(dirname "$0")/.."
 
 smoke=false; [ "${1:-}" = "--smoke" ] && smoke=true
 reps=3; seconds=5; $smoke && { reps=1; seconds=1; }
-scripts/bootstrap >&2
-missing=()
-for package in php8.2-fpm webhook libssl-dev hyperfine nodejs gcc; do
-    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
-done
-if ((${#missing[@]})); then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null >&2
-fi
+scripts/bootstrap php8.2-fpm webhook libssl-dev hyperfine nodejs gcc >&2
 handler=$(deploy/build-static.sh | tail -n 1)
 swift build -c release --product hmac-throughput >&2
 throughput_bin="$(swift build -c release --show-bin-path)/hmac-throughput"
