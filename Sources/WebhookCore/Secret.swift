@@ -42,11 +42,6 @@ public struct Secret: Sendable, CustomStringConvertible {
     public func signature(of body: [UInt8]) -> String {
         Signature.hex(HMACSHA256.mac(key: key, [body]))
     }
-
-    /// Constant-time check of `signature` against the HMAC of `body` (swift-crypto's `safeCompare`).
-    func authenticates(_ body: [UInt8], signature: Signature) -> Bool {
-        HMAC<SHA256>.isValidAuthenticationCode(signature.bytes, authenticating: body, using: key)
-    }
 }
 
 /// The secrets valid at once: the current one first, then older ones still accepted during a rotation.

@@ -67,18 +67,24 @@ public enum SecretSource {
         let fd = retryingOnInterrupt { open(path, O_RDONLY | O_CLOEXEC) }
         guard fd >= 0 else { return nil }
         defer { close(fd) }
-        var bytes = [UInt8]()
-        var chunk = [UInt8](repeating: 0, count: 4096)
-        while bytes.count < limit {
-            let count = chunk.withUnsafeMutableBytes { buffer in
-                retryingOnInterrupt { Glibc.read(fd, buffer.baseAddress, buffer.count) }
-            }
-            if count < 0 { return nil }
-            if count == 0 { break }
-            bytes += chunk[..<count]
-        }
-        return bytes
+        return readAll(fd, limit: limit)
     }
+}
+
+/// Everything `fd` has until its end (at least `limit` bytes are read, then reading stops), or nil (with `errno`
+/// set) on a failed read.
+public func readAll(_ fd: Int32, limit: Int = .max) -> [UInt8]? {
+    var bytes = [UInt8]()
+    var chunk = [UInt8](repeating: 0, count: min(limit, 64 << 10))
+    while bytes.count < limit {
+        let count = chunk.withUnsafeMutableBytes { buffer in
+            retryingOnInterrupt { Glibc.read(fd, buffer.baseAddress, buffer.count) }
+        }
+        if count < 0 { return nil }
+        if count == 0 { break }
+        bytes += chunk[..<count]
+    }
+    return bytes
 }
 
 /// Reads of the process environment, copied out at once.

@@ -194,7 +194,10 @@ struct Sign: ParsableCommand {
             throw ExitCode(1)
         }
         let scheme = try scheme ?? Settings.scheme()
-        let body = StandardInput.readAll()
+        guard let body = readAll(STDIN_FILENO) else {
+            Log.writeStandardError("webhook-handler sign: cannot read standard input: \(String(cString: strerror(errno)))\n")
+            throw ExitCode(1)
+        }
         let randomID = "msg_" + (0..<12).map { _ in String(UInt8.random(in: 0...255), radix: 16) }.joined()
         let headers = scheme.headers(
             for: body, secret: keyring.current, id: id ?? randomID, timestamp: timestamp ?? Int64(time(nil)))
@@ -274,15 +277,3 @@ enum Settings {
     }
 }
 
-enum StandardInput {
-    static func readAll() -> [UInt8] {
-        var bytes = [UInt8]()
-        var chunk = [UInt8](repeating: 0, count: 64 << 10)
-        while true {
-            let count = chunk.withUnsafeMutableBytes { read(STDIN_FILENO, $0.baseAddress, $0.count) }
-            if count < 0 && errno == EINTR { continue }
-            if count <= 0 { return bytes }
-            bytes += chunk[..<count]
-        }
-    }
-}
