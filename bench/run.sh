@@ -6,6 +6,7 @@
 #
 #   bench/run.sh            the full run: 3 repetitions of 5 s per contender and workload (medians), ~8 minutes
 #   bench/run.sh --smoke    1 repetition of 1 s: checks every peer and prints the table (CI runs this)
+#   BENCH_CONTENDERS="this-fastcgi c-fastcgi" bench/run.sh   only these (with return-200 and php-fpm, the baselines)
 source "$(dirname "$0")/../Tests/Integration/lib.sh"
 cd "$(dirname "$0")/.."
 
@@ -19,6 +20,7 @@ peers="$PWD/bench/peers"
 secret="bench-secret-$RANDOM-0123456789"
 printf '%s\n' "$secret" >"$work/secret"; chmod 644 "$work/secret"
 gcc -O2 -o "$work/hmac-cgi" "$peers/hmac-cgi.c" -lcrypto
+gcc -O2 -o "$work/hmac-fastcgi" "$peers/hmac-fastcgi.c" -lfcgi -lcrypto
 gcc -O2 -static -o "$work/hello-cgi" "$peers/hello-cgi.c"
 cp "$peers/webhook.php" "$work/webhook.php"
 
@@ -30,6 +32,8 @@ handler_pid=$last_pid
 # pool (keepalive 4 x 2 nginx workers = 8) stays below the worker count (12) — see deploy/nginx/README.md.
 start this-handler-keepalive "$work/handler-keepalive.log" env -i API_SECRET_KEY_FILE="$work/secret" \
     "$handler" --listen "$work/handler-keepalive.sock" --socket-mode 0666 --workers 12
+start c-fastcgi "$work/c-fastcgi.log" env -i API_SECRET_KEY="$secret" \
+    spawn-fcgi -n -s "$work/c-fastcgi.sock" -M 0666 -- "$work/hmac-fastcgi"
 start fcgiwrap "$work/fcgiwrap.log" spawn-fcgi -n -s "$work/fcgiwrap.sock" -M 0666 -F 1 -- "$(command -v fcgiwrap)" -c 4
 cat >"$work/php-fpm.conf" <<CONF
 [global]
@@ -50,7 +54,7 @@ start node "$work/node.log" env API_SECRET_KEY="$secret" node "$peers/node-handl
 hook_port=$(free_port)
 sed "s|SECRET|$secret|" "$peers/hooks.json" >"$work/hooks.json"
 start adnanh-webhook "$work/webhook.log" webhook -hooks "$work/hooks.json" -ip 127.0.0.1 -port "$hook_port"
-wait_until "every peer's socket" sh -c "test -S '$work/handler.sock' && test -S '$work/handler-keepalive.sock' && test -S '$work/fcgiwrap.sock' && test -S '$work/php.sock'"
+wait_until "every peer's socket" sh -c "test -S '$work/handler.sock' && test -S '$work/handler-keepalive.sock' && test -S '$work/fcgiwrap.sock' && test -S '$work/c-fastcgi.sock' && test -S '$work/php.sock'"
 
 port=$(free_port)
 cat >"$work/site.conf" <<CONF
@@ -70,6 +74,10 @@ server {
         include /etc/nginx/fastcgi_params;
         fastcgi_keep_conn on;
         fastcgi_pass this_keepalive;
+    }
+    location = /c-fastcgi {
+        include /etc/nginx/fastcgi_params;
+        fastcgi_pass unix:$work/c-fastcgi.sock;
     }
     location = /this-cgi-fcgiwrap {
         include /etc/nginx/fastcgi_params;
@@ -97,7 +105,14 @@ start_nginx
 base="http://127.0.0.1:$port"
 wait_until "node and webhook" sh -c "curl -s -o /dev/null $base/node && curl -s -o /dev/null $base/adnanh-webhook"
 
-contenders=(return-200 this-fastcgi this-fastcgi-keepalive this-cgi-fcgiwrap c-cgi-fcgiwrap php-fpm node adnanh-webhook)
+contenders=(return-200 this-fastcgi this-fastcgi-keepalive c-fastcgi this-cgi-fcgiwrap c-cgi-fcgiwrap php-fpm node adnanh-webhook)
+if [ -n "${BENCH_CONTENDERS:-}" ]; then
+    chosen=(return-200)
+    for contender in "${contenders[@]:1}"; do
+        [[ " $BENCH_CONTENDERS php-fpm " == *" $contender "* ]] && chosen+=("$contender")
+    done
+    contenders=("${chosen[@]}")
+fi
 printf '%s' '{"reference":"test","topic_id":"0.0.134383","consensus_timestamp":{"seconds":1598306688,"nanos":750728007},"transaction_id":"0.0.116507@1598338540.979000000","padding":"' >"$work/1k.json"
 head -c $((1024 - $(wc -c <"$work/1k.json") - 2)) /dev/zero | tr '\0' 'x' >>"$work/1k.json"; printf '"}' >>"$work/1k.json"
 head -c 1048000 /dev/zero | tr '\0' 'y' | sed 's/^/{"blob":"/; s/$/"}/' >"$work/1m.json"

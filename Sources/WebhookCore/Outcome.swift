@@ -78,7 +78,7 @@ public struct Outcome: Sendable, Equatable, Error {
 extension Outcome {
     /// Headers beyond `Status`, in the order they are written.
     public var headers: [(name: String, value: String)] {
-        var headers = [("Content-Type", "application/json"), ("Cache-Control", "no-store")]
+        var headers: [(name: String, value: String)] = [("Content-Type", "application/json"), ("Cache-Control", "no-store")]
         if status == .methodNotAllowed { headers.append(("Allow", "POST")) }
         if status == .serviceUnavailable { headers.append(("Retry-After", String(Self.retryAfterSeconds))) }
         return headers
@@ -97,10 +97,17 @@ extension Outcome {
     /// Both CGI and FastCGI write exactly these bytes; the web server turns them into HTTP.
     public var cgiResponse: [UInt8] {
         let body = jsonBody
-        var text = "Status: \(status.code) \(status.reasonPhrase)\r\n"
-        for (name, value) in headers { text += "\(name): \(value)\r\n" }
-        text += "Content-Length: \(body.utf8.count)\r\n\r\n"
-        text += body
-        return Array(text.utf8)
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(128 + body.utf8.count)
+        func line(_ name: String, _ value: String) {
+            bytes += name.utf8; bytes += ": ".utf8; bytes += value.utf8; bytes += "\r\n".utf8
+        }
+        bytes += "Status: ".utf8; bytes += String(status.code).utf8; bytes.append(UInt8(ascii: " "))
+        bytes += status.reasonPhrase.utf8; bytes += "\r\n".utf8
+        for (name, value) in headers { line(name, value) }
+        line("Content-Length", String(body.utf8.count))
+        bytes += "\r\n".utf8
+        bytes += body.utf8
+        return bytes
     }
 }

@@ -1,16 +1,17 @@
 import Crypto
 
-/// One shared secret (`API_SECRET_KEY`), held only as HMAC keys.
+/// One shared secret (`API_SECRET_KEY`), held only as keyed HMAC states.
 ///
 /// Its text is never kept, printed or compared: `description` is redacted so that no log line can leak it.
+/// Keying happens once, here: each request copies a keyed state instead of deriving the pads again.
 public struct Secret: Sendable, CustomStringConvertible {
     /// The sender refuses shorter secrets, and so do we.
     public static let minimumLength = 10
 
-    /// The key over the secret's own bytes (x-signature, GitHub, Stripe).
-    let key: SymmetricKey
-    /// The key Standard Webhooks uses: the base64 after `whsec_`, or the bytes themselves.
-    let standardWebhooksKey: SymmetricKey
+    /// Keyed with the secret's own bytes (x-signature, GitHub, Stripe).
+    let keyed: HMAC<SHA256>
+    /// Keyed the way Standard Webhooks keys: the base64 after `whsec_`, or the bytes themselves.
+    let standardWebhooksKeyed: HMAC<SHA256>
 
     /// Fails, with a message naming `source` but not the value, when the secret is too short.
     public init(_ text: String, source: String = "API_SECRET_KEY") throws(Outcome) {
@@ -22,25 +23,25 @@ public struct Secret: Sendable, CustomStringConvertible {
         guard String(decoding: bytes, as: UTF8.self).count >= Self.minimumLength else {
             throw Outcome.notConfigured("\(source) is shorter than \(Self.minimumLength) characters")
         }
-        key = SymmetricKey(data: bytes)
-        standardWebhooksKey = SymmetricKey(data: SignatureScheme.standardWebhooks.keyBytes(of: bytes))
+        keyed = HMAC(key: SymmetricKey(data: bytes))
+        standardWebhooksKeyed = HMAC(key: SymmetricKey(data: SignatureScheme.standardWebhooks.keyBytes(of: bytes)))
     }
 
     /// Any key at all, for known-answer tests whose keys are shorter than the sender allows.
     init(key: SymmetricKey) {
-        self.key = key
-        standardWebhooksKey = key
+        keyed = HMAC(key: key)
+        standardWebhooksKeyed = keyed
     }
 
     public var description: String { "Secret(redacted)" }
 
-    func key(for scheme: SignatureScheme) -> SymmetricKey {
-        scheme == .standardWebhooks ? standardWebhooksKey : key
+    func keyed(for scheme: SignatureScheme) -> HMAC<SHA256> {
+        scheme == .standardWebhooks ? standardWebhooksKeyed : keyed
     }
 
     /// The hex HMAC-SHA256 of `body`, as the sender writes it in `x-signature`.
     public func signature(of body: [UInt8]) -> String {
-        Signature.hex(HMACSHA256.mac(key: key, [body]))
+        Signature.hex(HMACSHA256.mac(keyed, [body]))
     }
 }
 
@@ -66,13 +67,14 @@ public struct Keyring: Sendable, CustomStringConvertible {
 /// HMAC-SHA256 over several parts without joining them, and a comparison that takes the same time whatever it
 /// finds.
 enum HMACSHA256 {
-    static func mac(key: SymmetricKey, _ parts: [[UInt8]]) -> [UInt8] {
-        Array(code(key: key, parts))
+    static func mac(_ keyed: HMAC<SHA256>, _ parts: [[UInt8]]) -> [UInt8] {
+        Array(code(keyed, parts))
     }
 
-    static func code(key: SymmetricKey, _ parts: [[UInt8]]) -> HMAC<SHA256>.MAC {
-        var hmac = HMAC<SHA256>(key: key)
-        for part in parts { hmac.update(data: part) }
+    /// `keyed` is copied, never changed: its digest states are copied on the first update.
+    static func code(_ keyed: HMAC<SHA256>, _ parts: [[UInt8]]) -> HMAC<SHA256>.MAC {
+        var hmac = keyed
+        for part in parts { part.withUnsafeBytes { hmac.update(data: $0) } }
         return hmac.finalize()
     }
 
@@ -82,7 +84,7 @@ enum HMACSHA256 {
     static func matchingKey(_ keyring: Keyring, scheme: SignatureScheme, parts: [[UInt8]], candidates: [[UInt8]]) -> Int? {
         var matched = -1
         for (index, secret) in keyring.secrets.enumerated() {
-            let code = code(key: secret.key(for: scheme), parts)
+            let code = code(secret.keyed(for: scheme), parts)
             for candidate in candidates {
                 let equal = code == candidate
                 matched = (equal && matched < 0) ? index : matched

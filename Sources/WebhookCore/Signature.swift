@@ -10,21 +10,32 @@ public struct Signature: Sendable, Equatable {
         "x-signature must be the 64 hex digits of an HMAC-SHA256 of the body, optionally prefixed with sha256="
 
     public init(parsing header: String?) throws(Outcome) {
-        var text = (header ?? "").trimmingBlanks
-        guard !text.isEmpty else { throw .badRequest(Self.missingReason) }
-        if text.utf8.count > 7, text.prefix(7).lowercased() == "sha256=" { text = text.dropFirst(7) }
-
-        let digits = Array(text.utf8)
-        guard digits.count == 2 * Self.byteCount else { throw .badRequest(Self.malformedReason) }
-        var bytes = [UInt8]()
-        bytes.reserveCapacity(Self.byteCount)
-        for index in stride(from: 0, to: digits.count, by: 2) {
-            guard let high = Self.nibble(digits[index]), let low = Self.nibble(digits[index + 1]) else {
-                throw .badRequest(Self.malformedReason)
-            }
-            bytes.append(high << 4 | low)
+        var text = header ?? ""
+        switch text.withUTF8({ Self.decode($0[...]) }) {
+        case .missing: throw .badRequest(Self.missingReason)
+        case .malformed: throw .badRequest(Self.malformedReason)
+        case .decoded(let bytes): self.bytes = bytes
         }
-        self.bytes = bytes
+    }
+
+    private enum Decoded { case missing, malformed, decoded([UInt8]) }
+
+    private static func decode(_ text: Slice<UnsafeBufferPointer<UInt8>>) -> Decoded {
+        var text = text
+        let blanks: [UInt8] = [UInt8(ascii: " "), UInt8(ascii: "\t")]
+        while let first = text.first, blanks.contains(first) { text.removeFirst() }
+        while let last = text.last, blanks.contains(last) { text.removeLast() }
+        guard !text.isEmpty else { return .missing }
+        if text.count > 7, zip(text, "sha256=".utf8).allSatisfy({ $0 | 0x20 == $1 }) { text.removeFirst(7) }
+
+        guard text.count == 2 * byteCount else { return .malformed }
+        var bytes = [UInt8](repeating: 0, count: byteCount)
+        for index in 0..<byteCount {
+            let at = text.startIndex + 2 * index
+            guard let high = nibble(text[at]), let low = nibble(text[at + 1]) else { return .malformed }
+            bytes[index] = high << 4 | low
+        }
+        return .decoded(bytes)
     }
 
     private static func nibble(_ digit: UInt8) -> UInt8? {

@@ -95,18 +95,18 @@ public enum SignatureScheme: String, Sendable, CaseIterable {
 
     /// The headers a sender using this scheme would send for `body` (for `webhook-handler sign`).
     public func headers(for body: [UInt8], secret: Secret, id: String, timestamp: Int64) -> [(String, String)] {
-        let key = secret.key(for: self)
+        let keyed = secret.keyed(for: self)
         switch self {
         case .xSignature:
-            return [("x-signature", Signature.hex(HMACSHA256.mac(key: key, [body])))]
+            return [("x-signature", Signature.hex(HMACSHA256.mac(keyed, [body])))]
         case .github:
-            return [("X-Hub-Signature-256", "sha256=" + Signature.hex(HMACSHA256.mac(key: key, [body])))]
+            return [("X-Hub-Signature-256", "sha256=" + Signature.hex(HMACSHA256.mac(keyed, [body])))]
         case .standardWebhooks:
-            let mac = HMACSHA256.mac(key: key, [Array("\(id).\(timestamp).".utf8), body])
+            let mac = HMACSHA256.mac(keyed, [Array("\(id).\(timestamp).".utf8), body])
             return [("webhook-id", id), ("webhook-timestamp", String(timestamp)),
                     ("webhook-signature", "v1," + Data(mac).base64EncodedString())]
         case .stripe:
-            let mac = HMACSHA256.mac(key: key, [Array("\(timestamp).".utf8), body])
+            let mac = HMACSHA256.mac(keyed, [Array("\(timestamp).".utf8), body])
             return [("Stripe-Signature", "t=\(timestamp),v1=\(Signature.hex(mac))")]
         }
     }

@@ -17,8 +17,13 @@ struct AccessRecord {
 
     /// `2026-11-29T09:30:00Z webhook-handler[812]: 127.0.0.1 POST 400 bytes=2 time=0.21ms reason="…"`
     var line: String {
-        var line = "\(remoteAddress.map { Log.printable($0) } ?? "-") \(Log.printable(method)) \(outcome.status.code)"
-        line += " bytes=\(bodyBytes) time=\(Self.milliseconds(seconds))ms"
+        var line = ""
+        line.reserveCapacity(96)
+        line += remoteAddress.map { Log.printable($0) } ?? "-"
+        line += " "; line += Log.printable(method)
+        line += " "; line += String(outcome.status.code)
+        line += " bytes="; line += String(bodyBytes)
+        line += " time="; line += Self.milliseconds(seconds); line += "ms"
         if let receipt = outcome.receipt { line += " id=\(receipt.id)\(receipt.duplicate ? " duplicate" : "")" }
         if let verification = outcome.verification {
             if verification.keyCount > 1 { line += " key=\(verification.keyIndex + 1)/\(verification.keyCount)" }
@@ -33,7 +38,7 @@ struct AccessRecord {
     static func milliseconds(_ seconds: Double) -> String {
         let hundredths = Int((seconds * 100_000).rounded())
         let fraction = hundredths % 100
-        return "\(hundredths / 100).\(fraction < 10 ? "0" : "")\(fraction)"
+        return String(hundredths / 100) + (fraction < 10 ? ".0" : ".") + String(fraction)
     }
 }
 
@@ -41,7 +46,15 @@ struct AccessRecord {
 /// each written with one `write(2)` so that workers never interleave.
 public enum Log {
     public static func write(_ message: String) {
-        writeStandardError("\(Clock.utcTimestamp()) webhook-handler[\(getpid())]: \(message)\n")
+        var line: [UInt8] = []
+        line.reserveCapacity(48 + message.utf8.count)
+        Clock.appendUTCTimestamp(to: &line)
+        line += " webhook-handler[".utf8
+        line += String(getpid()).utf8
+        line += "]: ".utf8
+        line += message.utf8
+        line.append(UInt8(ascii: "\n"))
+        _ = writeAll(STDERR_FILENO, line)
     }
 
     /// `text` as is, in one `write(2)`.
@@ -51,6 +64,9 @@ public enum Log {
 
     /// Client-supplied text made safe for one log line: no control characters, quotes or unbounded length.
     static func printable(_ text: String, limit: Int = 40) -> String {
+        let plain = text.utf8.count <= limit
+            && text.utf8.allSatisfy { $0 >= 0x20 && $0 < 0x7F && $0 != UInt8(ascii: "\"") }
+        if plain { return text }
         var out = ""
         for scalar in text.unicodeScalars.prefix(limit) {
             out.unicodeScalars.append(scalar.value < 0x20 || scalar.value == 0x7F || scalar == "\"" ? "?" : scalar)

@@ -178,7 +178,7 @@ private struct Worker {
                 let record = responder.respond(over: request)
                 request.finish()
                 responder.complete(record)
-                while waitpid(-1, nil, WNOHANG) > 0 {}  // hook runners that have finished
+                if responder.hook != nil { while waitpid(-1, nil, WNOHANG) > 0 {} }  // hook runners that have finished
             }
             return 0
         } catch {

@@ -120,18 +120,34 @@ public enum Clock {
 
     /// Now in UTC, ISO 8601: `2026-11-29T09:30:00Z`, or `2026-11-29T09:30:00.123Z` with milliseconds.
     public static func utcTimestamp(milliseconds: Bool = false) -> String {
+        var text: [UInt8] = []
+        appendUTCTimestamp(to: &text, milliseconds: milliseconds)
+        return String(decoding: text, as: UTF8.self)
+    }
+
+    /// ``utcTimestamp(milliseconds:)`` written digit by digit: every log line starts with one.
+    static func appendUTCTimestamp(to text: inout [UInt8], milliseconds: Bool = false) {
         var time = timespec()
         clock_gettime(CLOCK_REALTIME, &time)
         var parts = tm()
         var seconds = time.tv_sec
         gmtime_r(&seconds, &parts)
-        func pad(_ value: Int, _ width: Int = 2) -> String {
-            let digits = String(value)
-            return String(repeating: "0", count: max(0, width - digits.count)) + digits
+        func digits(_ value: Int, _ width: Int, then separator: Unicode.Scalar) {
+            var divisor = 1
+            for _ in 1..<width { divisor *= 10 }
+            while divisor > 0 { text.append(UInt8(48 + value / divisor % 10)); divisor /= 10 }
+            text.append(UInt8(ascii: separator))
         }
-        var text = "\(parts.tm_year + 1900)-\(pad(Int(parts.tm_mon) + 1))-\(pad(Int(parts.tm_mday)))T"
-            + "\(pad(Int(parts.tm_hour))):\(pad(Int(parts.tm_min))):\(pad(Int(parts.tm_sec)))"
-        if milliseconds { text += "." + pad(time.tv_nsec / 1_000_000, 3) }
-        return text + "Z"
+        digits(Int(parts.tm_year) + 1900, 4, then: "-")
+        digits(Int(parts.tm_mon) + 1, 2, then: "-")
+        digits(Int(parts.tm_mday), 2, then: "T")
+        digits(Int(parts.tm_hour), 2, then: ":")
+        digits(Int(parts.tm_min), 2, then: ":")
+        if milliseconds {
+            digits(Int(parts.tm_sec), 2, then: ".")
+            digits(time.tv_nsec / 1_000_000, 3, then: "Z")
+        } else {
+            digits(Int(parts.tm_sec), 2, then: "Z")
+        }
     }
 }
