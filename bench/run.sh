@@ -28,11 +28,14 @@ cp "$peers/webhook.php" "$work/webhook.php"
 start this-handler "$work/handler.log" env -i API_SECRET_KEY_FILE="$work/secret" \
     "$handler" --listen "$work/handler.sock" --socket-mode 0666
 handler_pid=$last_pid
-# The same handler for nginx's kept-alive upstream connections: each idle kept connection pins one worker, so the
-# pool (keepalive 4 x 2 nginx workers = 8) stays below the worker count (12) — see deploy/nginx/README.md.
+# The same handler as deploy/nginx/webhook.conf runs it, with nginx's kept-alive connections: each idle kept
+# connection holds one worker, so the pool (keepalive 2 x 2 nginx workers) stays below the default worker count
+# (4 per CPU). The plain contenders above and below get a connection per request.
 start this-handler-keepalive "$work/handler-keepalive.log" env -i API_SECRET_KEY_FILE="$work/secret" \
-    "$handler" --listen "$work/handler-keepalive.sock" --socket-mode 0666 --workers 12
-start c-fastcgi "$work/c-fastcgi.log" env -i API_SECRET_KEY="$secret" \
+    "$handler" --listen "$work/handler-keepalive.sock" --socket-mode 0666
+# The ceiling for any FastCGI handler behind this nginx: the same check in C on libfcgi, with as many processes.
+workers=$(( 4 * $(nproc) ))
+start c-fastcgi "$work/c-fastcgi.log" env -i WORKERS="$workers" API_SECRET_KEY="$secret" \
     spawn-fcgi -n -s "$work/c-fastcgi.sock" -M 0666 -- "$work/hmac-fastcgi"
 start fcgiwrap "$work/fcgiwrap.log" spawn-fcgi -n -s "$work/fcgiwrap.sock" -M 0666 -F 1 -- "$(command -v fcgiwrap)" -c 4
 cat >"$work/php-fpm.conf" <<CONF
@@ -60,7 +63,11 @@ port=$(free_port)
 cat >"$work/site.conf" <<CONF
 upstream this_keepalive {
     server unix:$work/handler-keepalive.sock;
-    keepalive 4;
+    keepalive 2;
+}
+upstream c_keepalive {
+    server unix:$work/c-fastcgi.sock;
+    keepalive 2;
 }
 server {
     listen 127.0.0.1:$port;
@@ -78,6 +85,11 @@ server {
     location = /c-fastcgi {
         include /etc/nginx/fastcgi_params;
         fastcgi_pass unix:$work/c-fastcgi.sock;
+    }
+    location = /c-fastcgi-keepalive {
+        include /etc/nginx/fastcgi_params;
+        fastcgi_keep_conn on;
+        fastcgi_pass c_keepalive;
     }
     location = /this-cgi-fcgiwrap {
         include /etc/nginx/fastcgi_params;
@@ -105,7 +117,7 @@ start_nginx
 base="http://127.0.0.1:$port"
 wait_until "node and webhook" sh -c "curl -s -o /dev/null $base/node && curl -s -o /dev/null $base/adnanh-webhook"
 
-contenders=(return-200 this-fastcgi this-fastcgi-keepalive c-fastcgi this-cgi-fcgiwrap c-cgi-fcgiwrap php-fpm node adnanh-webhook)
+contenders=(return-200 this-fastcgi this-fastcgi-keepalive c-fastcgi c-fastcgi-keepalive this-cgi-fcgiwrap c-cgi-fcgiwrap php-fpm node adnanh-webhook)
 if [ -n "${BENCH_CONTENDERS:-}" ]; then
     chosen=(return-200)
     for contender in "${contenders[@]:1}"; do
@@ -115,7 +127,8 @@ if [ -n "${BENCH_CONTENDERS:-}" ]; then
 fi
 printf '%s' '{"reference":"test","topic_id":"0.0.134383","consensus_timestamp":{"seconds":1598306688,"nanos":750728007},"transaction_id":"0.0.116507@1598338540.979000000","padding":"' >"$work/1k.json"
 head -c $((1024 - $(wc -c <"$work/1k.json") - 2)) /dev/zero | tr '\0' 'x' >>"$work/1k.json"; printf '"}' >>"$work/1k.json"
-head -c 1048000 /dev/zero | tr '\0' 'y' | sed 's/^/{"blob":"/; s/$/"}/' >"$work/1m.json"
+# Exactly the handler's default body limit (1 MiB), the largest body it takes.
+head -c $((1048576 - 11)) /dev/zero | tr '\0' 'y' | sed 's/^/{"blob":"/; s/$/"}/' | head -c 1048576 >"$work/1m.json"
 
 # The status a contender gives a wrong signature: adnanh/webhook 2.8.0 answers an HMAC mismatch with 500.
 bad_signature_status() { [ "$1" = adnanh-webhook ] && echo 500 || echo 400; }
@@ -133,7 +146,13 @@ for contender in "${contenders[@]:1}"; do
         -H "x-signature: $(sign "$secret" "$work/1k.json")" --data-binary @"$work/1k.json" "$base/$contender"
 done
 check "this-fastcgi: the full contract's GET answer" 405 '^\{"reason":"Method GET is not allowed on this route"\}$' "$base/this-fastcgi"
+expect "the 1 MiB body is exactly the handler's limit" test "$(wc -c <"$work/1m.json")" = 1048576
 ((failed == 0)) || { summary; exit 1; }
+
+# Worker memory (this-fastcgi): KiB from /proc/PID/status; VmHWM is the peak resident size.
+workers_of() { cat "/proc/$1/task/$1/children"; }
+memory() { awk -v key="$2:" '$1 == key { print $2 }' "/proc/$1/status"; }
+rss_fresh=$(memory "$(workers_of "$handler_pid" | cut -d' ' -f1)" VmRSS)
 
 # run CONTENDER BODY SIGNATURE EXPECT: one wrk run; prints "rps p50 p99 non2xx"
 run() {
@@ -154,6 +173,9 @@ workloads=("1 KiB valid|$work/1k.json|$(sign "$secret" "$work/1k.json")|200"
            "1 MiB valid|$work/1m.json|$(sign "$secret" "$work/1m.json")|200")
 for workload in "${workloads[@]}"; do
     IFS='|' read -r name body signature expect <<<"$workload"
+    # Each worker's resident size before it takes bodies at the limit, for the peak measured after them.
+    [ "$name" = "1 MiB valid" ] && for worker in $(workers_of "$handler_pid"); do
+        echo "$worker $(memory "$worker" VmRSS)"; done >"$work/rss-before-1mib"
     for contender in "${contenders[@]}"; do
         : >"$work/runs"
         for _ in $(seq "$reps"); do run "$contender" "$body" "$signature" "$expect" >>"$work/runs"; done
@@ -166,17 +188,28 @@ for workload in "${workloads[@]}"; do
 done
 
 echo
-printf '%-20s %-18s %9s %8s %8s %7s %11s %9s\n' workload contender req/s p50_ms p99_ms non-2xx "x return200" "x php-fpm"
+printf '%-20s %-22s %9s %8s %8s %7s %11s %9s\n' workload contender req/s p50_ms p99_ms non-2xx "x return200" "x php-fpm"
 for workload in "${workloads[@]}"; do
     name=${workload%%|*}
     for contender in "${contenders[@]}"; do
         key="$name|$contender"
         ratio() { awk -v a="${rps[$key]}" -v b="${rps[$name|$1]}" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
-        printf '%-20s %-18s %9s %8s %8s %7s %11s %9s\n' "$name" "$contender" "${rps[$key]}" "${p50[$key]}" \
+        printf '%-20s %-22s %9s %8s %8s %7s %11s %9s\n' "$name" "$contender" "${rps[$key]}" "${p50[$key]}" \
             "${p99[$key]}" "${non2xx[$key]}" "$(ratio return-200)" "$(ratio php-fpm)"
     done
 done
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+for pair in "this-fastcgi c-fastcgi" "this-fastcgi-keepalive c-fastcgi-keepalive"; do
+    read -r ours ceiling <<<"$pair"
+    [[ " ${contenders[*]} " == *" $ours "* && " ${contenders[*]} " == *" $ceiling "* ]] || continue
+    printf '%s / %s (the same check in C on libfcgi):' "$ours" "$ceiling"
+    for workload in "${workloads[@]}"; do
+        name=${workload%%|*}
+        awk -v a="${rps[$name|$ours]}" -v b="${rps[$name|$ceiling]}" -v n="$name" \
+            'BEGIN { printf " %.2fx (%s)", (b > 0 ? a / b : 0), n }'
+    done
+    echo
+done
 
 echo
 echo "== CGI cold start (hyperfine, medians): the shipped portable binary vs a static C hello"
@@ -197,9 +230,14 @@ openssl speed -hmac sha256 -seconds $($smoke && echo 1 || echo 3) -bytes 1048576
     awk '{ printf "openssl 1048576 bytes: %d MB/s\n", $2 / 1000 }'
 
 echo
-echo "== RSS of one FastCGI worker"
-worker=$(cut -d' ' -f1 "/proc/$handler_pid/task/$handler_pid/children")
-rss() { awk '/^VmRSS/ {print $2}' "/proc/$worker/status"; }
-echo "at rest (after the load above): $(rss) KiB"
+echo "== RSS of one FastCGI worker (this-fastcgi, $(workers_of "$handler_pid" | wc -w) workers)"
+served=$(grep -c ' POST ' "$work/handler.log")
+echo "fresh (after the 405/400/200 checks): $rss_fresh KiB"
+echo "at rest after $served requests over all workers (the largest): $(for worker in $(workers_of "$handler_pid"); do
+    memory "$worker" VmRSS; done | sort -n | tail -n 1) KiB"
+read -r worker rest peak _ < <(while read -r worker before; do echo "$worker $before $(memory "$worker" VmHWM)"; done \
+    <"$work/rss-before-1mib" | awk '{ print $0, $3 - $2 }' | sort -n -k4 | tail -n 1)
+echo "reading 1 MiB bodies (the limit), the worker that grew most: at rest $rest KiB, peak (VmHWM) $peak KiB" \
+    "= rest + $((peak - rest)) KiB (target: rest + 2 x 1024 KiB at most)"
 stop "$nginx_pid"
 summary

@@ -49,8 +49,11 @@ public struct FastCGIServer: Sendable {
     /// True when fd 0 is a listening socket, i.e. a FastCGI process manager started us.
     public static var isHandedListener: Bool { FCGX_IsCGI() == 0 }
 
-    /// The default worker count: two per online CPU, so that a slow upload does not idle a core.
-    public static var defaultWorkers: Int { 2 * max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN))) }
+    /// The default worker count: four per online CPU. A worker serves one connection at a time, and nginx's
+    /// kept-alive connections (deploy/nginx/webhook.conf: `keepalive 2` per nginx worker, one nginx worker per
+    /// CPU) hold one each even while idle: this leaves as many workers again for new connections and slow
+    /// uploads. An idle worker costs under 1 MiB of its own (the rest of its RSS is shared).
+    public static var defaultWorkers: Int { 4 * max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN))) }
 
     /// Serves until SIGTERM or SIGINT, then lets in-flight requests finish; returns the exit status.
     public func run() throws(SystemError) -> Int32 {

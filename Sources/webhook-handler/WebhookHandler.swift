@@ -68,7 +68,7 @@ struct Serve: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Permissions of a unix socket (octal).", valueName: "mode"))
     var socketMode: String = "0660"
 
-    @Option(name: .long, help: "Worker processes, each serving one request at a time (default: 2 per CPU).")
+    @Option(name: .long, help: "Worker processes, each serving one request at a time (default: 4 per CPU; keep it above nginx's kept-alive connections, keepalive x worker_processes).")
     var workers: Int = FastCGIServer.defaultWorkers
 
     @Option(name: .long, help: "Largest body accepted, in bytes; longer ones get 413 (default: 1048576).")

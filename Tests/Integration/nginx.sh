@@ -3,6 +3,8 @@
 #   1. nginx -> webhook-handler --listen SOCKET          (deploy/nginx/webhook.conf)
 #   2. nginx -> spawn-fcgi -s SOCKET -M 0666 -- handler  (the same recipe, socket handed over on fd 0)
 #   3. nginx -> fcgiwrap -> handler as a plain CGI       (deploy/nginx/webhook-cgi.conf)
+#   4. one handler, a location per sender               (deploy/nginx/webhook-senders.conf)
+#   5. kept-alive connections: the recipe's sizing under load, and the stall when it is broken
 # Usage: Tests/Integration/nginx.sh PATH/TO/webhook-handler
 source "$(dirname "$0")/lib.sh"
 
@@ -15,9 +17,9 @@ no_secret_in_logs() {
     ! grep -qF -- "$secret" "$work"/*.log
 }
 
-echo "== 1. nginx -> webhook-handler on its own socket, with a spool"
+echo "== 1. nginx -> webhook-handler on its own socket, with a spool (default workers)"
 start webhook-handler "$work/handler.log" \
-    env -i API_SECRET_KEY_FILE="$work/secret" "$handler" --listen "$work/handler.sock" --socket-mode 0666 --workers 2 \
+    env -i API_SECRET_KEY_FILE="$work/secret" "$handler" --listen "$work/handler.sock" --socket-mode 0666 \
     --spool-dir "$work/spool"
 handler_pid=$last_pid
 wait_until "the handler's socket" test -S "$work/handler.sock"
@@ -105,6 +107,69 @@ expect "github: the delivery id is logged" grep -q 'delivery=delivery-of-github'
 expect "x-signature: no delivery id for a scheme without one" sh -c "! grep -q 'delivery=delivery-of-x-signature' '$work/senders.log'"
 stop "$nginx_pid"
 stop "$senders_pid"; expect "senders: handler exits 0" test "$stopped_status" = 0
+
+echo "== 5. kept-alive connections: workers > keepalive x nginx workers (deploy/nginx/webhook.conf)"
+start webhook-handler "$work/kept.log" env -i API_SECRET_KEY_FILE="$work/secret" "$handler" \
+    --listen "$work/kept.sock" --socket-mode 0666
+kept_pid=$last_pid
+wait_until "the handler's socket" test -S "$work/kept.sock"
+nginx_with webhook.conf "$work/kept.sock"
+workers=$(sed -n 's/.* with \([0-9]*\) workers$/\1/p' "$work/kept.log")
+pool=$(( $(sed -n 's/^ *keepalive \([0-9]*\);/\1/p' "$recipes/webhook.conf") * 2 ))  # start_nginx runs 2 nginx workers
+expect "recipe: the default workers ($workers) outnumber nginx's kept connections ($pool)" test "${workers:-0}" -gt "$pool"
+printf '{"load":"%s"}' "$(head -c 600 /dev/zero | tr '\0' k)" >"$work/load.json"
+SOAK_METHOD=POST SOAK_BODY_FILE="$work/load.json" SOAK_SIGNATURE="$(sign "$secret" "$work/load.json")" SOAK_EXPECT=200 \
+    wrk -t2 -c32 -d3s -s "$(dirname "$0")/soak.lua" "http://127.0.0.1:$port/api/webhook" >"$work/kept-wrk.txt" 2>&1
+load=$(sed -n 's/^SOAK //p' "$work/kept-wrk.txt")
+echo "     32 clients for 3 s: $load"
+value() { tr ' ' '\n' <<<"$load" | sed -n "s/^$1=//p"; }
+expect "recipe: 32 clients for 3 s, every answer 200" test "$(value unexpected)" = 0 -a "$(value errors)" = 0 -a "$(value requests)" -gt 100
+expect "recipe: no request waited for a worker (p99 under 250 ms)" awk -v p="$(value p99_ms)" 'BEGIN { exit !(p < 250) }'
+slowest=0
+for _ in $(seq 20); do
+    took=$(curl -s -o /dev/null -w '%{time_total}' -H "x-signature: $(sign "$secret" "$work/load.json")" \
+        --data-binary @"$work/load.json" "http://127.0.0.1:$port/api/webhook")
+    slowest=$(awk -v a="$slowest" -v b="$took" 'BEGIN { print (b > a ? b : a) }')
+done
+expect "recipe: after the load, with nginx's idle connections kept, new requests are served at once (slowest ${slowest} s)" \
+    awk -v s="$slowest" 'BEGIN { exit !(s < 0.5) }'
+kept_connections() { ss -x state established src "$work/kept.sock" | tail -n +2 | wc -l; }
+expect "recipe: between requests nginx keeps connections open to the handler ($(kept_connections), at most $pool)" \
+    test "$(kept_connections)" -ge 1 -a "$(kept_connections)" -le "$pool"
+stop "$nginx_pid"
+stop "$kept_pid"; expect "recipe: handler exits 0 with kept connections open until nginx stopped" test "$stopped_status" = 0
+
+# The trap the sizing avoids: two pools of one kept connection each, in front of one worker. The first request
+# leaves its connection idle in pool a, holding the worker; the second, from pool b, waits in the backlog until
+# nginx drops that idle connection (keepalive_timeout 2s). With two workers it is served at once.
+kept_in_front_of() {  # WORKERS: time of a request through pool b right after one through pool a
+    start webhook-handler "$work/trap.log" env -i API_SECRET_KEY_FILE="$work/secret" "$handler" \
+        --listen "$work/trap.sock" --socket-mode 0666 --workers "$1"
+    trap_pid=$last_pid
+    wait_until "the handler's socket" test -S "$work/trap.sock"
+    port=$(free_port)
+    cat >"$work/site.conf" <<CONF
+upstream pool_a { server unix:$work/trap.sock; keepalive 1; keepalive_timeout 2s; }
+upstream pool_b { server unix:$work/trap.sock; keepalive 1; keepalive_timeout 2s; }
+server {
+    listen 127.0.0.1:$port;
+    location = /a { include /etc/nginx/fastcgi_params; fastcgi_keep_conn on; fastcgi_pass pool_a; }
+    location = /b { include /etc/nginx/fastcgi_params; fastcgi_keep_conn on; fastcgi_pass pool_b; }
+}
+CONF
+    start_nginx
+    local signed=(-H "x-signature: $(sign "$secret" "$work/load.json")" --data-binary @"$work/load.json")
+    curl -s -o /dev/null "${signed[@]}" "http://127.0.0.1:$port/a"
+    took=$(curl -s -o "$work/trap-answer" -w '%{http_code} %{time_total}' "${signed[@]}" "http://127.0.0.1:$port/b")
+    stop "$nginx_pid"
+    stop "$trap_pid"
+}
+kept_in_front_of 1
+expect "trap: 2 kept connections in front of 1 worker: the second pool's request waits for nginx's keepalive_timeout (200 after ${took#* } s)" \
+    awk -v t="$took" 'BEGIN { split(t, a, " "); exit !(a[1] == 200 && a[2] >= 1.5 && a[2] < 5) }'
+kept_in_front_of 2
+expect "trap: sized, 2 kept connections and 2 workers: served at once (200 after ${took#* } s)" \
+    awk -v t="$took" 'BEGIN { split(t, a, " "); exit !(a[1] == 200 && a[2] < 0.5) }'
 
 expect "no log line anywhere holds the secret" no_secret_in_logs
 summary
