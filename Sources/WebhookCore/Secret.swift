@@ -24,7 +24,9 @@ public struct Secret: Sendable, CustomStringConvertible {
             throw Outcome.notConfigured("\(source) is shorter than \(Self.minimumLength) characters")
         }
         keyed = HMAC(key: SymmetricKey(data: bytes))
-        standardWebhooksKeyed = HMAC(key: SymmetricKey(data: SignatureScheme.standardWebhooks.keyBytes(of: bytes)))
+        let standardWebhooksKey = SignatureScheme.standardWebhooks.keyBytes(of: bytes)
+        // Only a `whsec_` secret keys differently; the others share one keyed state (a per-request secret keys once).
+        standardWebhooksKeyed = standardWebhooksKey == bytes ? keyed : HMAC(key: SymmetricKey(data: standardWebhooksKey))
     }
 
     /// Any key at all, for known-answer tests whose keys are shorter than the sender allows.
