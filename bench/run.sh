@@ -48,7 +48,7 @@ group = nogroup
 listen = $work/php.sock
 listen.mode = 0666
 pm = static
-pm.max_children = 4
+pm.max_children = $workers
 clear_env = yes
 CONF
 start php-fpm "$work/php-fpm.log" php-fpm8.2 -F -R -y "$work/php-fpm.conf"

@@ -78,7 +78,8 @@ public struct Outcome: Sendable, Equatable, Error {
 extension Outcome {
     /// Headers beyond `Status`, in the order they are written.
     public var headers: [(name: String, value: String)] {
-        var headers: [(name: String, value: String)] = [("Content-Type", "application/json"), ("Cache-Control", "no-store")]
+        var headers: [(name: String, value: String)] =
+            [("Content-Type", "application/json"), ("Cache-Control", "no-store")]
         if status == .methodNotAllowed { headers.append(("Allow", "POST")) }
         if status == .serviceUnavailable { headers.append(("Retry-After", String(Self.retryAfterSeconds))) }
         return headers

@@ -26,7 +26,8 @@ public struct Secret: Sendable, CustomStringConvertible {
         keyed = HMAC(key: SymmetricKey(data: bytes))
         let standardWebhooksKey = SignatureScheme.standardWebhooks.keyBytes(of: bytes)
         // Only a `whsec_` secret keys differently; the others share one keyed state (a per-request secret keys once).
-        standardWebhooksKeyed = standardWebhooksKey == bytes ? keyed : HMAC(key: SymmetricKey(data: standardWebhooksKey))
+        standardWebhooksKeyed =
+            standardWebhooksKey == bytes ? keyed : HMAC(key: SymmetricKey(data: standardWebhooksKey))
     }
 
     /// Any key at all, for known-answer tests whose keys are shorter than the sender allows.

@@ -26,7 +26,10 @@ public struct Signature: Sendable, Equatable {
         while let first = text.first, blanks.contains(first) { text.removeFirst() }
         while let last = text.last, blanks.contains(last) { text.removeLast() }
         guard !text.isEmpty else { return .missing }
-        if text.count > 7, zip(text, "sha256=".utf8).allSatisfy({ $0 | 0x20 == $1 }) { text.removeFirst(7) }
+        let lowercased = { (byte: UInt8) in
+            (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte) ? byte | 0x20 : byte
+        }
+        if text.count > 7, zip(text, "sha256=".utf8).allSatisfy({ lowercased($0) == $1 }) { text.removeFirst(7) }
 
         guard text.count == 2 * byteCount else { return .malformed }
         var bytes = [UInt8](repeating: 0, count: byteCount)

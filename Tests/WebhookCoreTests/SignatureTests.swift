@@ -34,6 +34,8 @@ import Testing
         hex.replacingFirst("7", with: " "),
         String(repeating: "é", count: 32),
         "0x" + String(hex.dropFirst(2)),
+        "sha\u{12}\u{15}6=" + hex,  // control characters that `| 0x20` would turn into "256"
+        "shA256\u{1D}" + hex,
     ])
     func malformed(_ header: String) {
         #expect(throws: Outcome.badRequest(Signature.malformedReason)) { try Signature(parsing: header) }
