@@ -42,6 +42,22 @@ struct AccessRecord {
     }
 }
 
+/// Which requests get an access line. Refusals and failures are always logged: they are what an operator looks
+/// for (a sender with the wrong secret, a probe, a full disk).
+public enum AccessLogPolicy: String, Sendable, CaseIterable {
+    /// A line per request (the default).
+    case all
+    /// Only requests not answered 200, and responses that could not be delivered: behind a web server that keeps
+    /// its own access log, this saves a `write(2)` per verified request (about 5 % of throughput at saturation).
+    case failures
+
+    public static let variable = "WEBHOOK_ACCESS_LOG"
+
+    func records(_ record: AccessRecord) -> Bool {
+        self == .all || record.outcome.status != .ok || !record.delivered
+    }
+}
+
 /// Lines on stderr for whoever runs the server (journald, nginx's or Apache's error log, a terminal),
 /// each written with one `write(2)` so that workers never interleave.
 public enum Log {

@@ -10,7 +10,7 @@ public enum CGI {
     public static var isInvoked: Bool { Environment.value("GATEWAY_INTERFACE") != nil }
 
     /// Serves the one request and returns the process's exit status.
-    public static func serve(verifier: Verifier, spool: Spool?, hook: Hook?) -> Int32 {
+    public static func serve(verifier: Verifier, spool: Spool?, hook: Hook?, accessLog: AccessLogPolicy = .all) -> Int32 {
         signal(SIGPIPE, SIG_IGN)  // a server that hung up is logged as `response=undelivered`, not a crash
         // Every CGI request is a start-up: make sure the spool exists; if it cannot, storing answers 503.
         _ = try? spool?.prepare()
@@ -18,7 +18,8 @@ public enum CGI {
         // A CGI's request params are its environment, so the per-request lookup of the secret finds it there; the
         // process-wide fallback only has to say that none is set.
         let responder = Responder(
-            verifier: verifier, processSecret: .failure(.notConfigured(SecretSource.noneSet)), spool: spool, hook: hook)
+            verifier: verifier, processSecret: .failure(.notConfigured(SecretSource.noneSet)), spool: spool, hook: hook,
+            accessLog: accessLog)
         let record = responder.respond(over: channel)
         responder.complete(record, hookLog: spool.map { "\($0.directory)/hook.log" })
         return record.delivered ? 0 : 1

@@ -14,12 +14,16 @@ public struct Responder: Sendable {
     public let spool: Spool?
     /// The command verified payloads are handed to, if any.
     public let hook: Hook?
+    /// Which requests get an access line.
+    public let accessLog: AccessLogPolicy
 
-    public init(verifier: Verifier, processSecret: Result<Keyring, Outcome>, spool: Spool? = nil, hook: Hook? = nil) {
+    public init(verifier: Verifier, processSecret: Result<Keyring, Outcome>, spool: Spool? = nil, hook: Hook? = nil,
+                accessLog: AccessLogPolicy = .all) {
         self.verifier = verifier
         self.processSecret = processSecret
         self.spool = spool
         self.hook = hook
+        self.accessLog = accessLog
     }
 
     /// At most this much of an unwanted body is read and discarded before giving up on it.
@@ -78,7 +82,7 @@ public struct Responder: Sendable {
     /// After the response has gone: the access line, then (with a spool) the hook for a newly stored payload.
     /// `hookLog` is where that hook's runner logs, when not to stderr.
     func complete(_ record: AccessRecord, hookLog: String? = nil) {
-        Log.write(record.line)
+        if accessLog.records(record) { Log.write(record.line) }
         if let hook, let spool, let receipt = record.outcome.receipt, !receipt.duplicate {
             hook.launchDetached(for: receipt.id, in: spool, logFile: hookLog)
         }

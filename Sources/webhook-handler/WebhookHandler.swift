@@ -35,11 +35,12 @@ struct WebhookHandler: ParsableCommand {
               WEBHOOK_SCHEME          x-signature, github, standard-webhooks or stripe
               WEBHOOK_TOLERANCE_SECONDS  timestamp tolerance of the dated schemes
               API_SECRET_KEY_PREVIOUS  a second secret still accepted during a rotation
+              WEBHOOK_ACCESS_LOG      all (default) or failures: which requests are logged
               FCGI_WEB_SERVER_ADDRS   TCP only: web server addresses allowed in
 
             Under FastCGI, an API_SECRET_KEY param set by the web server (nginx
             fastcgi_param) wins over the environment. One access line per request
-            goes to stderr; the secret and signatures are never logged.
+            (or per failure) goes to stderr; the secret and signatures are never logged.
             """,
         version: "webhook-handler \(version)",
         subcommands: [Serve.self, Sign.self, SpoolCommand.self],
@@ -85,6 +86,9 @@ struct Serve: ParsableCommand {
 
     @Option(name: .long, help: "Standard Webhooks and Stripe: how far a signature's timestamp may be from now (default: 300).")
     var toleranceSeconds: Int64?
+
+    @Option(name: .long, help: "Access lines for all requests, or only failures: those not answered 200 (default: $WEBHOOK_ACCESS_LOG, else all).")
+    var accessLog: AccessLogPolicy?
 
     @OptionGroup var spoolOptions: SpoolOptions
     @OptionGroup var hookOptions: HookOptions
@@ -146,7 +150,8 @@ struct Serve: ParsableCommand {
             workers: workers,
             graceSeconds: graceSeconds,
             readTimeoutSeconds: readTimeoutSeconds,
-            responder: Responder(verifier: verifier, processSecret: secret, spool: spool, hook: hookOptions.hook)
+            responder: Responder(verifier: verifier, processSecret: secret, spool: spool, hook: hookOptions.hook,
+                                 accessLog: try accessLog ?? Settings.accessLog())
         )
         do {
             throw ExitCode(try server.run())
@@ -210,6 +215,7 @@ struct Sign: ParsableCommand {
 }
 
 extension SignatureScheme: ExpressibleByArgument {}
+extension AccessLogPolicy: ExpressibleByArgument {}
 
 /// Settings shared by the CGI path and the command line.
 enum Settings {
@@ -231,6 +237,23 @@ enum Settings {
             command: command,
             timeoutSeconds: timeoutSeconds ?? environment("WEBHOOK_EXEC_TIMEOUT").flatMap(Double.init) ?? 30,
             concurrency: concurrency ?? environment("WEBHOOK_EXEC_CONCURRENCY").flatMap(Int.init) ?? 2)
+    }
+
+    /// `WEBHOOK_ACCESS_LOG`, else every request.
+    static func accessLog() throws -> AccessLogPolicy {
+        guard let text = environment(AccessLogPolicy.variable), !text.isEmpty else { return .all }
+        guard let policy = AccessLogPolicy(rawValue: text) else {
+            throw ValidationError("\(AccessLogPolicy.variable) must be all or failures, not \(text)")
+        }
+        return policy
+    }
+
+    /// CGI has no command line to refuse: a bad `WEBHOOK_ACCESS_LOG` logs everything, and says so.
+    static func accessLogFromEnvironment() -> AccessLogPolicy {
+        do { return try accessLog() } catch {
+            Log.write("warning: \(error); logging all requests")
+            return .all
+        }
     }
 
     static func environment(_ name: String) -> String? {

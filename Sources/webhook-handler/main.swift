@@ -8,6 +8,7 @@ import Glibc
 // query string as arguments (RFC 3875 §4.4): in that case the command line is not ours to parse.
 if CGI.isInvoked && !FastCGIServer.isHandedListener {
     exit(CGI.serve(verifier: Settings.verifierFromEnvironment(), spool: Settings.spool(directory: nil),
-                   hook: Settings.hook(command: nil, timeoutSeconds: nil, concurrency: nil)))
+                   hook: Settings.hook(command: nil, timeoutSeconds: nil, concurrency: nil),
+                   accessLog: Settings.accessLogFromEnvironment()))
 }
 WebhookHandler.main()

@@ -25,6 +25,21 @@ import Testing
         #expect(!finished.stderr.contains(Contract.seedSignature))
     }
 
+    /// `WEBHOOK_ACCESS_LOG=failures`: nothing on stderr (Apache's error log) for a 200, a line for a refusal; an
+    /// unknown value logs everything and says so.
+    @Test func accessLogOfFailuresOnly() throws {
+        let verified = Contract.rows.first { $0.status == 200 }!
+        let refused = Contract.rows.first { $0.status == 400 }!
+        let failures = ["WEBHOOK_ACCESS_LOG": "failures"]
+        let (ok, quiet) = try serve(verified, extra: failures)
+        #expect(ok.status == 200 && quiet.stderr.isEmpty, "\(quiet.stderr)")
+        let (bad, logged) = try serve(refused, extra: failures)
+        #expect(bad.status == 400 && logged.stderr.contains(" POST 400 "), "\(logged.stderr)")
+        let (_, unknown) = try serve(verified, extra: ["WEBHOOK_ACCESS_LOG": "some"])
+        #expect(unknown.stderr.contains("WEBHOOK_ACCESS_LOG must be all or failures"), "\(unknown.stderr)")
+        #expect(unknown.stderr.contains(" POST 200 "), "\(unknown.stderr)")
+    }
+
     @Test func noSecretFailsClosedWith500AndSaysWhyOnStderr() throws {
         let row = Contract.rows.first { $0.status == 200 }!
         let (response, finished) = try serve(row, secret: nil)

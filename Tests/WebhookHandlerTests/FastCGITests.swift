@@ -19,6 +19,28 @@ import Glibc
             >= Contract.rows.count - 2)
     }
 
+    /// `--access-log failures`: a line for every refusal, none for a request answered 200.
+    @Test func accessLogOfFailuresOnly() throws {
+        let server = try FastCGIServerProcess(.ownSocket, arguments: ["--access-log", "failures"])
+        var refused = 0
+        for row in Contract.rows {
+            try row.check(try server.send(row))
+            if row.status != 200 { refused += 1 }
+        }
+        #expect(server.stop() == 0)
+        let lines = server.log.split(separator: "\n").filter { $0.contains("]: 127.0.0.1 ") }  // access lines
+        #expect(refused > 0 && lines.count == refused, "\(server.log)")
+        #expect(!lines.contains { $0.contains(" 200 ") })
+    }
+
+    @Test func anUnknownAccessLogPolicyIsRefusedAtStartUp() throws {
+        let finished = try Programs.run(
+            Programs.handler, ["--listen", NSTemporaryDirectory() + "unused.sock", "--access-log", "some"],
+            environment: ["API_SECRET_KEY": Contract.secret])
+        #expect(finished.status != 0)
+        #expect(finished.stderr.contains("access-log"), "\(finished.stderr)")
+    }
+
     @Test func ownSocketHasTheRequestedModeAndIsRemovedOnStop() throws {
         let server = try FastCGIServerProcess(.ownSocket, arguments: ["--socket-mode", "0600"])
         let attributes = try FileManager.default.attributesOfItem(atPath: server.socket)
