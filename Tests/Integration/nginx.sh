@@ -136,8 +136,13 @@ expect "recipe: after the load, with nginx's idle connections kept, new requests
 kept_connections() { ss -x state established src "$work/kept.sock" | tail -n +2 | wc -l; }
 expect "recipe: between requests nginx keeps connections open to the handler ($(kept_connections), at most $pool)" \
     test "$(kept_connections)" -ge 1 -a "$(kept_connections)" -le "$pool"
+# SIGTERM while nginx still holds kept connections: the workers idling on them stop too, promptly.
+started_stop=$(date +%s%N)
+stop "$kept_pid"
+took_ms=$(( ($(date +%s%N) - started_stop) / 1000000 ))
+expect "recipe: SIGTERM with nginx's connections still kept: exit 0 in ${took_ms} ms (under 2 s)" \
+    test "$stopped_status" = 0 -a "$took_ms" -lt 2000
 stop "$nginx_pid"
-stop "$kept_pid"; expect "recipe: handler exits 0 with kept connections open until nginx stopped" test "$stopped_status" = 0
 
 # The trap the sizing avoids: two pools of one kept connection each, in front of one worker. The first request
 # leaves its connection idle in pool a, holding the worker; the second, from pool b, waits in the backlog until
