@@ -2,7 +2,8 @@ import Crypto
 
 /// One shared secret (`API_SECRET_KEY`), held only as keyed HMAC states.
 ///
-/// Its text is never kept, printed or compared: `description` is redacted so that no log line can leak it.
+/// Its text is never kept, printed or compared with anything a client sent: `description` is redacted so that no
+/// log line can leak it.
 /// Keying happens once, here: each request copies a keyed state instead of deriving the pads again.
 public struct Secret: Sendable, CustomStringConvertible {
     /// The sender refuses shorter secrets, and so do we.
