@@ -33,6 +33,10 @@ handler_pid=$last_pid
 # (4 per CPU). The plain contenders above and below get a connection per request.
 start this-handler-keepalive "$work/handler-keepalive.log" env -i API_SECRET_KEY_FILE="$work/secret" \
     "$handler" --listen "$work/handler-keepalive.sock" --socket-mode 0666
+# One worker alone, for its memory over a million requests (last, after the timed runs).
+start one-worker "$work/one-worker.log" env -i API_SECRET_KEY_FILE="$work/secret" \
+    "$handler" --listen "$work/one-worker.sock" --socket-mode 0666 --workers 1
+one_worker_pid=$last_pid
 # The ceiling for any FastCGI handler behind this nginx: the same check in C on libfcgi, with as many processes.
 workers=$(( 4 * $(nproc) ))
 start c-fastcgi "$work/c-fastcgi.log" env -i WORKERS="$workers" API_SECRET_KEY="$secret" \
@@ -57,7 +61,7 @@ start node "$work/node.log" env API_SECRET_KEY="$secret" node "$peers/node-handl
 hook_port=$(free_port)
 sed "s|SECRET|$secret|" "$peers/hooks.json" >"$work/hooks.json"
 start adnanh-webhook "$work/webhook.log" webhook -hooks "$work/hooks.json" -ip 127.0.0.1 -port "$hook_port"
-wait_until "every peer's socket" sh -c "test -S '$work/handler.sock' && test -S '$work/handler-keepalive.sock' && test -S '$work/fcgiwrap.sock' && test -S '$work/c-fastcgi.sock' && test -S '$work/php.sock'"
+wait_until "every peer's socket" sh -c "test -S '$work/handler.sock' && test -S '$work/handler-keepalive.sock' && test -S '$work/one-worker.sock' && test -S '$work/fcgiwrap.sock' && test -S '$work/c-fastcgi.sock' && test -S '$work/php.sock'"
 
 port=$(free_port)
 cat >"$work/site.conf" <<CONF
@@ -76,6 +80,10 @@ server {
     location = /this-fastcgi {
         include /etc/nginx/fastcgi_params;
         fastcgi_pass unix:$work/handler.sock;
+    }
+    location = /one-worker {
+        include /etc/nginx/fastcgi_params;
+        fastcgi_pass unix:$work/one-worker.sock;
     }
     location = /this-fastcgi-keepalive {
         include /etc/nginx/fastcgi_params;
@@ -239,5 +247,28 @@ read -r worker rest peak _ < <(while read -r worker before; do echo "$worker $be
     <"$work/rss-before-1mib" | awk '{ print $0, $3 - $2 }' | sort -n -k4 | tail -n 1)
 echo "reading 1 MiB bodies (the limit), the worker that grew most: at rest $rest KiB, peak (VmHWM) $peak KiB" \
     "= rest + $((peak - rest)) KiB (target: rest + 2 x 1024 KiB at most)"
+
+million=$($smoke && echo 20000 || echo 1000000)
+echo
+echo "== RSS of one worker over $million signed 1 KiB requests (its own handler, --workers 1)"
+one_worker=$(workers_of "$one_worker_pid" | tr -d ' ')
+answered() { grep -c ' POST 200 ' "$work/one-worker.log"; }
+load_one_worker() {
+    SOAK_METHOD=POST SOAK_BODY_FILE="$work/1k.json" SOAK_SIGNATURE="$(sign "$secret" "$work/1k.json")" SOAK_EXPECT=200 \
+        wrk -t2 -c8 -d"$1" -s Tests/Integration/soak.lua "$base/one-worker" | sed -n 's/^SOAK //p'
+}
+load_one_worker 2s >/dev/null  # warm-up: first-request costs are not growth
+rss_before=$(memory "$one_worker" VmRSS)
+answered_before=$(answered)
+: >"$work/one-worker-runs"
+while (( $(answered) - answered_before < million )); do
+    load_one_worker "$($smoke && echo 1s || echo 10s)" >>"$work/one-worker-runs"
+done
+rss_after=$(memory "$one_worker" VmRSS)
+served=$(( $(answered) - answered_before ))
+expect "one worker: every answer 200" sh -c "! grep -vq 'unexpected=0 errors=0' '$work/one-worker-runs'"
+expect "one worker: still the same process" test "$(workers_of "$one_worker_pid" | tr -d ' ')" = "$one_worker"
+echo "one worker, $served requests after warm-up: RSS $rss_before KiB -> $rss_after KiB" \
+    "= $((rss_after - rss_before)) KiB (target: under 1024 KiB)"
 stop "$nginx_pid"
 summary
