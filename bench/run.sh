@@ -157,9 +157,7 @@ check "this-fastcgi: the full contract's GET answer" 405 '^\{"reason":"Method GE
 expect "the 1 MiB body is exactly the handler's limit" test "$(wc -c <"$work/1m.json")" = 1048576
 ((failed == 0)) || { summary; exit 1; }
 
-# Worker memory (this-fastcgi): KiB from /proc/PID/status; VmHWM is the peak resident size.
-workers_of() { cat "/proc/$1/task/$1/children"; }
-memory() { awk -v key="$2:" '$1 == key { print $2 }' "/proc/$1/status"; }
+# Worker memory (this-fastcgi), with workers_of and memory from lib.sh.
 rss_fresh=$(memory "$(workers_of "$handler_pid" | cut -d' ' -f1)" VmRSS)
 
 # run CONTENDER BODY SIGNATURE EXPECT: one wrk run; prints "rps p50 p99 non2xx"
@@ -251,7 +249,7 @@ echo "reading 1 MiB bodies (the limit), the worker that grew most: at rest $rest
 million=$($smoke && echo 20000 || echo 1000000)
 echo
 echo "== RSS of one worker over $million signed 1 KiB requests (its own handler, --workers 1)"
-one_worker=$(workers_of "$one_worker_pid" | tr -d ' ')
+one_worker=$(workers_of "$one_worker_pid")
 answered() { grep -c ' POST 200 ' "$work/one-worker.log"; }
 load_one_worker() {
     SOAK_METHOD=POST SOAK_BODY_FILE="$work/1k.json" SOAK_SIGNATURE="$(sign "$secret" "$work/1k.json")" SOAK_EXPECT=200 \
@@ -267,7 +265,7 @@ done
 rss_after=$(memory "$one_worker" VmRSS)
 served=$(( $(answered) - answered_before ))
 expect "one worker: every answer 200" sh -c "! grep -vq 'unexpected=0 errors=0' '$work/one-worker-runs'"
-expect "one worker: still the same process" test "$(workers_of "$one_worker_pid" | tr -d ' ')" = "$one_worker"
+expect "one worker: still the same process" test "$(workers_of "$one_worker_pid")" = "$one_worker"
 echo "one worker, $served requests after warm-up: RSS $rss_before KiB -> $rss_after KiB" \
     "= $((rss_after - rss_before)) KiB (target: under 1024 KiB)"
 stop "$nginx_pid"

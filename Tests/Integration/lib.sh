@@ -19,6 +19,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# workers_of PID: the pids of PID's children (a FastCGI server's workers), on one line.
+workers_of() { echo $(cat "/proc/$1/task/$1/children"); }
+
+# memory PID FIELD: a size in KiB from /proc/PID/status (VmRSS, or VmHWM: the peak resident size).
+memory() { awk -v key="$2:" '$1 == key { print $2 }' "/proc/$1/status"; }
+
 # free_port: a TCP port on 127.0.0.1 that nothing listens on now.
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'

@@ -20,8 +20,8 @@ url="http://127.0.0.1:$port/api/webhook"
 printf '%s' '{"reference":"test","topic_id":"0.0.134383","consensus_timestamp":{"seconds":1598306688,"nanos":750728007},"transaction_id":"0.0.116507@1598338540.979000000"}' >"$work/seed.json"
 : >"$work/empty.json"
 head -c 1048577 /dev/zero | tr '\0' 'a' >"$work/oversized.json"
-workers() { cat "/proc/$handler_pid/task/$handler_pid/children"; }
-rss_kib() { local total=0 pid; for pid in $(workers); do total=$((total + $(awk '/^VmRSS/ {print $2}' "/proc/$pid/status"))); done; echo "$total"; }
+workers() { workers_of "$handler_pid"; }
+rss_kib() { local total=0 pid; for pid in $(workers); do total=$((total + $(memory "$pid" VmRSS))); done; echo "$total"; }
 fds() { local total=0 pid; for pid in $(workers); do total=$((total + $(ls "/proc/$pid/fd" | wc -l))); done; echo "$total"; }
 
 # load SECONDS: the six kinds at once; their summary lines go to $work/load.out
@@ -45,12 +45,12 @@ load() {
 
 echo "== warm-up (2 s)"
 load 2
-before_workers=$(workers | tr '\n' ' ')
+before_workers=$(workers)
 before_rss=$(rss_kib); before_fds=$(fds)
 echo "== soak (${seconds} s), workers: $before_workers"
 load "$seconds"
 cat "$work/load.out"
-after_workers=$(workers | tr '\n' ' ')
+after_workers=$(workers)
 after_rss=$(rss_kib); after_fds=$(fds)
 total=$(awk '{sub("requests=","",$2); s+=$2} END {print s}' "$work/load.out")
 echo "requests: $total; RSS of all workers: ${before_rss} KiB -> ${after_rss} KiB; fds: $before_fds -> $after_fds; load average: $(cut -d' ' -f1-3 /proc/loadavg)"
