@@ -27,9 +27,9 @@ import Testing
         let started = Date()
         let (response, _) = try post([
             "WEBHOOK_SPOOL_DIR": spool, "PATH": "/usr/bin:/bin",
-            "WEBHOOK_EXEC": "sleep 1; cat > \(out).body; env > \(out).env",
+            "WEBHOOK_EXEC": "sleep 3; cat > \(out).body; env > \(out).env",
         ])
-        #expect(Date().timeIntervalSince(started) < 0.9, "the 200 waited for the command")
+        #expect(Date().timeIntervalSince(started) < 2.5, "the 200 waited for the command")  // margin for sanitizers
         #expect(response.status == 200)
         let id = try #require(try response.json()["id"] as? String)
         #expect(files("new") == [id])
