@@ -166,7 +166,7 @@ run() {
     [ "$1" = return-200 ] && expect=200
     [ "$expect" = 400 ] && expect=$(bad_signature_status "$1")
     SOAK_METHOD=POST SOAK_BODY_FILE=$2 SOAK_SIGNATURE=$3 SOAK_EXPECT=$expect \
-        wrk -t2 -c16 -d"${seconds}s" -s Tests/Integration/soak.lua "$base/$1" 2>&1 | sed -n 's/^SOAK //p' |
+        wrk_checked -t2 -c16 -d"${seconds}s" "$base/$1" |
         awk -v want="$expect" '{ for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
             print v["rps"], v["p50_ms"], v["p99_ms"], (want == 200 ? v["unexpected"] : 0) }'
 }
@@ -253,7 +253,7 @@ one_worker=$(workers_of "$one_worker_pid")
 answered() { grep -c ' POST 200 ' "$work/one-worker.log"; }
 load_one_worker() {
     SOAK_METHOD=POST SOAK_BODY_FILE="$work/1k.json" SOAK_SIGNATURE="$(sign "$secret" "$work/1k.json")" SOAK_EXPECT=200 \
-        wrk -t2 -c8 -d"$1" -s Tests/Integration/soak.lua "$base/one-worker" | sed -n 's/^SOAK //p'
+        wrk_checked -t2 -c8 -d"$1" "$base/one-worker"
 }
 load_one_worker 2s >/dev/null  # warm-up: first-request costs are not growth
 rss_before=$(memory "$one_worker" VmRSS)

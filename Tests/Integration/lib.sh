@@ -9,6 +9,7 @@ pids=()
 work=$(mktemp -d "${TMPDIR:-/tmp}/webhook-it.XXXXXX")
 chmod 755 "$work"                      # nginx workers (user nobody) must reach the sockets in here
 recipes=$(realpath "$(dirname "${BASH_SOURCE[0]}")/../../deploy/nginx")
+soak_lua=$(realpath "$(dirname "${BASH_SOURCE[0]}")/soak.lua")  # for wrk_checked
 
 cleanup() {
     local pid
@@ -24,6 +25,11 @@ workers_of() { echo $(cat "/proc/$1/task/$1/children"); }
 
 # memory PID FIELD: a size in KiB from /proc/PID/status (VmRSS, or VmHWM: the peak resident size).
 memory() { awk -v key="$2:" '$1 == key { print $2 }' "/proc/$1/status"; }
+
+# wrk_checked WRK_OPTIONS... URL: wrk sending one kind of request (soak.lua: SOAK_METHOD, SOAK_BODY_FILE,
+# SOAK_SIGNATURE, SOAK_EXPECT from the environment) and checking every answer's status. Prints soak.lua's summary:
+# requests=N unexpected=N errors=N p99_ms=X p50_ms=X rps=N
+wrk_checked() { wrk -s "$soak_lua" "$@" 2>&1 | sed -n 's/^SOAK //p'; }
 
 # free_port: a TCP port on 127.0.0.1 that nothing listens on now.
 free_port() {

@@ -118,9 +118,8 @@ workers=$(sed -n 's/.* with \([0-9]*\) workers$/\1/p' "$work/kept.log")
 pool=$(( $(sed -n 's/^ *keepalive \([0-9]*\);/\1/p' "$recipes/webhook.conf") * 2 ))  # start_nginx runs 2 nginx workers
 expect "recipe: the default workers ($workers) outnumber nginx's kept connections ($pool)" test "${workers:-0}" -gt "$pool"
 printf '{"load":"%s"}' "$(head -c 600 /dev/zero | tr '\0' k)" >"$work/load.json"
-SOAK_METHOD=POST SOAK_BODY_FILE="$work/load.json" SOAK_SIGNATURE="$(sign "$secret" "$work/load.json")" SOAK_EXPECT=200 \
-    wrk -t2 -c32 -d3s -s "$(dirname "$0")/soak.lua" "http://127.0.0.1:$port/api/webhook" >"$work/kept-wrk.txt" 2>&1
-load=$(sed -n 's/^SOAK //p' "$work/kept-wrk.txt")
+load=$(SOAK_METHOD=POST SOAK_BODY_FILE="$work/load.json" SOAK_SIGNATURE="$(sign "$secret" "$work/load.json")" \
+    SOAK_EXPECT=200 wrk_checked -t2 -c32 -d3s "http://127.0.0.1:$port/api/webhook")
 echo "     32 clients for 3 s: $load"
 value() { tr ' ' '\n' <<<"$load" | sed -n "s/^$1=//p"; }
 expect "recipe: 32 clients for 3 s, every answer 200" test "$(value unexpected)" = 0 -a "$(value errors)" = 0 -a "$(value requests)" -gt 100

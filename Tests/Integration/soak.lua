@@ -1,6 +1,7 @@
--- wrk script for Tests/Integration/soak.sh: one kind of request per wrk process, chosen by environment variables,
--- counting every answer whose status is not the one that kind must get, and socket errors (wrk's own "status"
--- errors are every non-2xx answer, which several kinds must get, so they are not counted).
+-- wrk script for wrk_checked in lib.sh (the soak, nginx.sh, bench/run.sh): one kind of request per wrk process,
+-- chosen by environment variables, counting every answer whose status is not the one that kind must get, and
+-- socket errors (wrk's own "status" errors are every non-2xx answer, which several kinds must get, so they are
+-- not counted).
 --   SOAK_METHOD, SOAK_BODY_FILE, SOAK_SIGNATURE (optional), SOAK_EXPECT
 local threads = {}
 

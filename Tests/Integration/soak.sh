@@ -44,8 +44,7 @@ load() {
     : >"$work/load.out"
     run_kind() {  # NAME METHOD BODY SIGNATURE EXPECT CONNECTIONS
         SOAK_METHOD=$2 SOAK_BODY_FILE=$3 SOAK_SIGNATURE=$4 SOAK_EXPECT=$5 \
-            wrk -t1 -c"$6" -d"${duration}s" -s "$(dirname "$0")/soak.lua" "$url" 2>&1 |
-            sed -n "s/^SOAK /$1 /p" >>"$work/load.out"
+            wrk_checked -t1 -c"$6" -d"${duration}s" "$url" | sed "s/^/$1 /" >>"$work/load.out"
     }
     local generators=()
     run_kind valid POST "$work/seed.json" "$(sign "$secret" "$work/seed.json")" 200 4 & generators+=($!)
