@@ -65,40 +65,18 @@ wait_until "every peer's socket" sh -c "test -S '$work/handler.sock' && test -S 
 
 port=$(free_port)
 cat >"$work/site.conf" <<CONF
-upstream this_keepalive {
-    server unix:$work/handler-keepalive.sock;
-    keepalive 2;
-}
-upstream c_keepalive {
-    server unix:$work/c-fastcgi.sock;
-    keepalive 2;
-}
+upstream this_keepalive { server unix:$work/handler-keepalive.sock; keepalive 2; }
+upstream c_keepalive { server unix:$work/c-fastcgi.sock; keepalive 2; }
 server {
     listen 127.0.0.1:$port;
     client_max_body_size 2m;
     location = /return-200 { default_type application/json; return 200 '{"verified":true}'; }
-    location = /this-fastcgi {
-        include /etc/nginx/fastcgi_params;
-        fastcgi_pass unix:$work/handler.sock;
-    }
-    location = /one-worker {
-        include /etc/nginx/fastcgi_params;
-        fastcgi_pass unix:$work/one-worker.sock;
-    }
-    location = /this-fastcgi-keepalive {
-        include /etc/nginx/fastcgi_params;
-        fastcgi_keep_conn on;
-        fastcgi_pass this_keepalive;
-    }
-    location = /c-fastcgi {
-        include /etc/nginx/fastcgi_params;
-        fastcgi_pass unix:$work/c-fastcgi.sock;
-    }
-    location = /c-fastcgi-keepalive {
-        include /etc/nginx/fastcgi_params;
-        fastcgi_keep_conn on;
-        fastcgi_pass c_keepalive;
-    }
+    # The FastCGI responders, a connection per request or kept alive (fastcgi_keep_conn + an upstream's keepalive).
+    location = /this-fastcgi { include /etc/nginx/fastcgi_params; fastcgi_pass unix:$work/handler.sock; }
+    location = /one-worker { include /etc/nginx/fastcgi_params; fastcgi_pass unix:$work/one-worker.sock; }
+    location = /c-fastcgi { include /etc/nginx/fastcgi_params; fastcgi_pass unix:$work/c-fastcgi.sock; }
+    location = /this-fastcgi-keepalive { include /etc/nginx/fastcgi_params; fastcgi_keep_conn on; fastcgi_pass this_keepalive; }
+    location = /c-fastcgi-keepalive { include /etc/nginx/fastcgi_params; fastcgi_keep_conn on; fastcgi_pass c_keepalive; }
     location = /this-cgi-fcgiwrap {
         include /etc/nginx/fastcgi_params;
         fastcgi_param SCRIPT_FILENAME $handler;
