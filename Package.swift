@@ -43,7 +43,7 @@ let package = Package(
         /// A dudect-style timing check of verification, run by hand (README: Security checks).
         .executableTarget(name: "timing-check", dependencies: ["WebhookCore"]),
         /// HMAC throughput of the core, for bench/run.sh.
-        .executableTarget(name: "hmac-throughput", dependencies: ["WebhookCore"]),
+        .executableTarget(name: "hmac-throughput", dependencies: ["WebhookCore", "WebhookGateway"]),
         .testTarget(
             name: "WebhookCoreTests",
             dependencies: ["WebhookCore"]

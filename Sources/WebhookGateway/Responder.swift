@@ -110,7 +110,7 @@ public struct Responder: Sendable {
 /// Time, read from the system.
 public enum Clock {
     /// Monotonic seconds, for durations.
-    static func now() -> Double {
+    public static func now() -> Double {
         var time = timespec()
         clock_gettime(CLOCK_MONOTONIC, &time)
         return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9
