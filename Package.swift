@@ -21,6 +21,8 @@ let package = Package(
             pkgConfig: "fcgi",
             providers: [.apt(["libfcgi-dev"])]
         ),
+        /// Linux calls and constants Swift's Glibc does not import (O_TMPFILE, prctl), as fixed-signature functions.
+        .systemLibrary(name: "CLinux"),
         /// The pure verification core: no libfcgi, no file or network I/O.
         .target(
             name: "WebhookCore",
@@ -29,7 +31,7 @@ let package = Package(
         /// The FastCGI / CGI adapter: all libfcgi, POSIX and unsafe-pointer work lives here.
         .target(
             name: "WebhookGateway",
-            dependencies: ["CFastCGI", "WebhookCore"],
+            dependencies: ["CFastCGI", "CLinux", "WebhookCore"],
             swiftSettings: [.enableUpcomingFeature("InternalImportsByDefault")]
         ),
         .executableTarget(

@@ -27,9 +27,11 @@ public struct Verification: Sendable, Equatable {
     public let deduplicationKey: String?
 
     /// The spool's name for `body`: the SHA-256 of the sender's message id when it gives one (so a re-signed
-    /// retry of the same message is a duplicate), else of the body's bytes.
-    public func payloadID(of body: [UInt8]) -> String {
+    /// retry of the same message is a duplicate), else of the body's bytes. A message id is only unique within its
+    /// sender, so it is named together with the sender (the web server's `WEBHOOK_SENDER`, if any) and the scheme:
+    /// two senders that both use `msg_1` store two payloads. The same bytes are the same payload whoever sent them.
+    public func payloadID(of body: [UInt8], sender: String?, scheme: SignatureScheme) -> String {
         guard let deduplicationKey else { return Receipt.id(of: body) }
-        return Receipt.id(of: Array("message-id:\(deduplicationKey)".utf8))
+        return Receipt.id(of: Array("message-id:\(scheme.rawValue):\(sender ?? ""):\(deduplicationKey)".utf8))
     }
 }

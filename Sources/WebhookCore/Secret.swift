@@ -11,8 +11,11 @@ public struct Secret: Sendable, CustomStringConvertible {
 
     /// Keyed with the secret's own bytes (x-signature, GitHub, Stripe).
     let keyed: HMAC<SHA256>
-    /// Keyed the way Standard Webhooks keys: the base64 after `whsec_`, or the bytes themselves.
-    let standardWebhooksKeyed: HMAC<SHA256>
+    /// Keyed the way Standard Webhooks keys (the base64 after an optional `whsec_`, decoded), or nil when the secret
+    /// is not such a key: then that scheme refuses to use it rather than keying with its text.
+    let standardWebhooksKeyed: HMAC<SHA256>?
+    /// Where it came from, for messages (never its value).
+    public let source: String
 
     /// Fails, with a message naming `source` but not the value, when the secret is too short.
     public init(_ text: String, source: String = "API_SECRET_KEY") throws(Outcome) {
@@ -25,21 +28,21 @@ public struct Secret: Sendable, CustomStringConvertible {
             throw Outcome.notConfigured("\(source) is shorter than \(Self.minimumLength) characters")
         }
         keyed = HMAC(key: SymmetricKey(data: bytes))
-        let standardWebhooksKey = SignatureScheme.standardWebhooks.keyBytes(of: bytes)
-        // Only a `whsec_` secret keys differently; the others share one keyed state (a per-request secret keys once).
-        standardWebhooksKeyed =
-            standardWebhooksKey == bytes ? keyed : HMAC(key: SymmetricKey(data: standardWebhooksKey))
+        standardWebhooksKeyed = SignatureScheme.standardWebhooksKey(of: bytes).map { HMAC(key: SymmetricKey(data: $0)) }
+        self.source = source
     }
 
     /// Any key at all, for known-answer tests whose keys are shorter than the sender allows.
     init(key: SymmetricKey) {
         keyed = HMAC(key: key)
         standardWebhooksKeyed = keyed
+        source = "a test key"
     }
 
     public var description: String { "Secret(redacted)" }
 
-    func keyed(for scheme: SignatureScheme) -> HMAC<SHA256> {
+    /// The keyed state `scheme` uses; nil when this secret cannot key it (see ``Keyring/unusable(for:)``).
+    func keyed(for scheme: SignatureScheme) -> HMAC<SHA256>? {
         scheme == .standardWebhooks ? standardWebhooksKeyed : keyed
     }
 
@@ -66,6 +69,13 @@ public struct Keyring: Sendable, CustomStringConvertible {
     public var current: Secret { secrets[0] }
 
     public var description: String { "Keyring(\(secrets.count) redacted)" }
+
+    /// Why `scheme` cannot use these secrets (a Standard Webhooks secret that is not base64), or nil.
+    public func unusable(for scheme: SignatureScheme) -> Outcome? {
+        guard let secret = secrets.first(where: { $0.keyed(for: scheme) == nil }) else { return nil }
+        return .notConfigured("\(secret.source) is not a Standard Webhooks secret: whsec_ and the base64 of at least "
+            + "\(Secret.minimumLength) bytes (or that base64 alone)")
+    }
 }
 
 /// HMAC-SHA256 over several parts without joining them, and a comparison that takes the same time whatever it
@@ -88,7 +98,7 @@ enum HMACSHA256 {
     static func matchingKey(_ keyring: Keyring, scheme: SignatureScheme, parts: [[UInt8]], candidates: [[UInt8]]) -> Int? {
         var matched = -1
         for (index, secret) in keyring.secrets.enumerated() {
-            let code = code(secret.keyed(for: scheme), parts)
+            let code = code(secret.keyed(for: scheme) ?? secret.keyed, parts)
             for candidate in candidates {
                 let equal = code == candidate
                 matched = (equal && matched < 0) ? index : matched

@@ -83,19 +83,19 @@ public enum SignatureScheme: String, Sendable, CaseIterable {
         return value
     }
 
-    /// The key this scheme signs with: Standard Webhooks secrets are `whsec_` + base64 of the key bytes; the
-    /// others use the secret's own bytes.
-    func keyBytes(of secret: [UInt8]) -> [UInt8] {
+    /// A Standard Webhooks key: `whsec_` (optional, as in the reference libraries) then the base64 of the key bytes,
+    /// at least ``Secret/minimumLength`` of them; nil for anything else (never the text's own bytes).
+    static func standardWebhooksKey(of secret: [UInt8]) -> [UInt8]? {
         let prefix = Array("whsec_".utf8)
-        guard self == .standardWebhooks, secret.starts(with: prefix),
-              let decoded = Data(base64Encoded: String(decoding: secret.dropFirst(prefix.count), as: UTF8.self))
-        else { return secret }
-        return Array(decoded)
+        let encoded = secret.starts(with: prefix) ? Array(secret.dropFirst(prefix.count)) : secret
+        guard let key = Data(base64Encoded: String(decoding: encoded, as: UTF8.self)), key.count >= Secret.minimumLength
+        else { return nil }
+        return Array(key)
     }
 
     /// The headers a sender using this scheme would send for `body` (for `webhook-handler sign`).
     public func headers(for body: [UInt8], secret: Secret, id: String, timestamp: Int64) -> [(String, String)] {
-        let keyed = secret.keyed(for: self)
+        let keyed = secret.keyed(for: self) ?? secret.keyed
         switch self {
         case .xSignature:
             return [("x-signature", Signature.hex(HMACSHA256.mac(keyed, [body])))]

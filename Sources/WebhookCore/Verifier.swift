@@ -38,6 +38,7 @@ public struct Verifier: Sendable {
         guard head.method == "POST" else { return .answer(.methodNotAllowed(head.method)) }
         do throws(Outcome) {
             let keyring = try keys.get()
+            if let unusable = keyring.unusable(for: scheme) { throw unusable }
             let expected: BodyLength =
                 head.isChunkedWithoutLength ? .toEnd(limit: maxBodyBytes) : .exactly(try bodyLength(head.contentLength))
             let content = try scheme.parse(head.headers, now: now, tolerance: toleranceSeconds)

@@ -13,7 +13,7 @@ struct AccessRecord {
     let bodyBytes: Int
     let seconds: Double
     /// False when the web server had gone before the response could be written.
-    let delivered: Bool
+    var delivered: Bool
 
     /// `2026-11-29T09:30:00Z webhook-handler[812]: 127.0.0.1 POST 400 bytes=2 time=0.21ms reason="…"`
     var line: String {

@@ -15,11 +15,8 @@ public enum CGI {
         // Every CGI request is a start-up: make sure the spool exists; if it cannot, storing answers 503.
         _ = try? spool?.prepare()
         let channel = StandardStreams()
-        // A CGI's request params are its environment, so the per-request lookup of the secret finds it there; the
-        // process-wide fallback only has to say that none is set.
         let responder = Responder(
-            verifier: verifier, processSecret: .failure(.notConfigured(SecretSource.noneSet)), spool: spool, hook: hook,
-            accessLog: accessLog)
+            verifier: verifier, secrets: Secrets.fromCGIEnvironment(), spool: spool, hook: hook, accessLog: accessLog)
         let record = responder.respond(over: channel)
         responder.complete(record, hookLog: spool.map { "\($0.directory)/hook.log" })
         return record.delivered ? 0 : 1
@@ -28,6 +25,8 @@ public enum CGI {
 
 /// The CGI request: environment for params, fd 0 for the body, fd 1 for the response.
 struct StandardStreams: RequestChannel {
+    static let paramsAreEnvironment = true
+
     func param(_ name: String) -> String? { Environment.value(name) }
 
     func read(into buffer: UnsafeMutableRawBufferPointer) -> Int {

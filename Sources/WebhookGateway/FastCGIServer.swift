@@ -1,4 +1,5 @@
 import CFastCGI
+import CLinux
 import WebhookCore
 
 #if canImport(Glibc)
@@ -6,10 +7,18 @@ import Glibc
 #endif
 
 /// A FastCGI application server: a supervising process and `workers` forked processes, each serving one
-/// request at a time with libfcgi's `FCGX_Accept_r` on the shared listening socket.
+/// connection at a time on the shared listening socket.
 ///
-/// Processes rather than threads: a worker that dies takes only its own request with it and is replaced, and
-/// `SIGTERM` can interrupt a blocked accept in every worker without touching a request in flight.
+/// Processes rather than threads: a worker that dies takes only its own request with it and is replaced, and a
+/// signal can stop every worker between requests without touching a request in flight.
+///
+/// Stopping and restarting never cost a request:
+/// - `SIGTERM`/`SIGINT`: workers stop taking new connections; each finishes its request, and one holding a
+///   connection the web server keeps open goes on serving it until the web server closes it (nginx does after
+///   `keepalive_timeout`, or `keepalive_requests`). A handler that closed it instead could race with nginx sending
+///   the next request on it, which nginx answers 502. After `graceSeconds`, what is left is killed.
+/// - `SIGHUP`: the supervisor executes its binary again (a new build, new configuration) in the same process, on
+///   the same listening socket; the new workers serve at once while the old ones finish as on SIGTERM.
 public struct FastCGIServer: Sendable {
     /// Where requests come from.
     public enum Listener: Sendable, Equatable {
@@ -17,7 +26,7 @@ public struct FastCGIServer: Sendable {
         case inherited
         /// A unix socket path, created with `mode`.
         case unixSocket(path: String, mode: UInt32)
-        /// `HOST:PORT` (e.g. `127.0.0.1:9000`); libfcgi honours `FCGI_WEB_SERVER_ADDRS` for it.
+        /// `HOST:PORT` (e.g. `127.0.0.1:9000`); only the addresses in `FCGI_WEB_SERVER_ADDRS` may connect, if set.
         case tcp(String)
 
         public var description: String {
@@ -33,7 +42,8 @@ public struct FastCGIServer: Sendable {
     public let workers: Int
     /// How long in-flight requests get to finish after SIGTERM before their workers are killed.
     public let graceSeconds: Double
-    /// How long a connection may stay silent (mid-body, or idle between kept-alive requests).
+    /// How long a connection may stay silent (before its first record, mid-body, or idle between kept-alive
+    /// requests).
     public let readTimeoutSeconds: Double
     public let responder: Responder
 
@@ -46,8 +56,13 @@ public struct FastCGIServer: Sendable {
         self.responder = responder
     }
 
-    /// True when fd 0 is a listening socket, i.e. a FastCGI process manager started us.
-    public static var isHandedListener: Bool { FCGX_IsCGI() == 0 }
+    /// True when fd 0 is a listening socket, i.e. a FastCGI process manager started us. Asked of the kernel
+    /// directly: libfcgi's own test (`FCGX_IsCGI`) installs signal handlers, which a CGI must not have.
+    public static var isHandedListener: Bool {
+        var listening: Int32 = 0
+        var size = socklen_t(MemoryLayout<Int32>.size)
+        return getsockopt(0, SOL_SOCKET, SO_ACCEPTCONN, &listening, &size) == 0 && listening == 1
+    }
 
     /// The default worker count: four per online CPU. A worker serves one connection at a time, and nginx's
     /// kept-alive connections (deploy/nginx/webhook.conf: `keepalive 2` per nginx worker, one nginx worker per
@@ -58,17 +73,31 @@ public struct FastCGIServer: Sendable {
     /// Serves until SIGTERM or SIGINT, then lets in-flight requests finish; returns the exit status.
     public func run() throws(SystemError) -> Int32 {
         try check("FCGX_Init", FCGX_Init())
-        let socket = try openListener()
-        defer {
-            if case .unixSocket(let path, _) = listener { unlink(path) }
-        }
-        var stopSignals = Signals.set([SIGTERM, SIGINT, SIGCHLD, SIGHUP])
-        sigprocmask(SIG_BLOCK, &stopSignals, nil)
-        Log.write("serving FastCGI on \(listener.description) with \(workers) workers")
+        // FCGX_Init installs a SIGUSR1 handler without SA_RESTART, so a stray SIGUSR1 would fail a body read
+        // mid-request; nothing here uses SIGUSR1. SIGPIPE: a web server that went away is a failed write.
+        signal(SIGUSR1, SIG_IGN)
+        signal(SIGPIPE, SIG_IGN)
+        var signals = Signals.set([SIGTERM, SIGINT, SIGCHLD, SIGHUP])
+        sigprocmask(SIG_BLOCK, &signals, nil)
 
-        var supervisor = Supervisor(socket: socket, responder: responder, readTimeoutSeconds: readTimeoutSeconds)
-        for _ in 0..<workers { try supervisor.spawn() }
-        return try supervisor.superviseUntilStopped(signals: stopSignals, graceSeconds: graceSeconds)
+        let handover = Handover.take()
+        let socket = if let handover { handover.socket } else { try openListener() }
+        // Nothing the handler starts may inherit the socket (a hook's background process would keep the port);
+        // non-blocking, because every idle worker wakes for a connection and all but one find it taken.
+        _ = fcntl(socket, F_SETFD, FD_CLOEXEC)
+        _ = fcntl(socket, F_SETFL, fcntl(socket, F_GETFL) | O_NONBLOCK)
+        var supervisor = Supervisor(server: self, socket: socket, signals: signals)
+        if let handover {
+            Log.write("started again on \(listener.description) with \(workers) workers; "
+                + "\(handover.workers.count) workers of the last start finish their connections first")
+        } else {
+            Log.write("serving FastCGI on \(listener.description) with \(workers) workers")
+        }
+        for _ in 0..<workers { supervisor.spawn() }
+        supervisor.retire(handover?.workers ?? [])
+        let status = supervisor.superviseUntilStopped()
+        if case .unixSocket(let path, _) = listener { unlink(path) }
+        return status
     }
 
     private func openListener() throws(SystemError) -> Int32 {
@@ -92,53 +121,119 @@ public struct FastCGIServer: Sendable {
     }
 }
 
-/// The supervising process: keeps `workers` processes alive and stops them gracefully.
-private struct Supervisor {
-    let socket: Int32
-    let responder: Responder
-    let readTimeoutSeconds: Double
-    /// Live workers and when each started.
-    var started: [pid_t: Double] = [:]
-    /// When replacements for crashed workers are due (a worker that dies young is replaced after a pause).
-    var replacementsDue: [Double] = []
+/// What one start hands the next across `SIGHUP`'s re-execution: the listening socket and the workers still
+/// finishing. Carried in two environment variables, read and removed at once.
+struct Handover {
+    static let socketVariable = "WEBHOOK_HANDOVER_SOCKET"
+    static let workersVariable = "WEBHOOK_HANDOVER_WORKERS"
 
-    init(socket: Int32, responder: Responder, readTimeoutSeconds: Double) {
-        self.socket = socket
-        self.responder = responder
-        self.readTimeoutSeconds = readTimeoutSeconds
+    let socket: Int32
+    let workers: [pid_t]
+
+    static func take() -> Handover? {
+        defer { unsetenv(socketVariable); unsetenv(workersVariable) }
+        guard let text = Environment.value(socketVariable), let socket = Int32(text) else { return nil }
+        let workers = (Environment.value(workersVariable) ?? "").split(separator: ",").compactMap { pid_t($0) }
+        return Handover(socket: socket, workers: workers)
     }
 
-    mutating func spawn() throws(SystemError) {
-        let pid = try check("fork", fork())
+    /// Replaces this process with `executable` run as before, handing it `socket`; returns only if that failed.
+    static func reexecute(_ executable: String, socket: Int32, workers: [pid_t]) -> SystemError {
+        setenv(socketVariable, String(socket), 1)
+        setenv(workersVariable, workers.map(String.init).joined(separator: ","), 1)
+        _ = fcntl(socket, F_SETFD, 0)
+        let failure = withCStrings(CommandLine.arguments) { argv in execv(executable, argv) == 0 ? 0 : errno }
+        _ = fcntl(socket, F_SETFD, FD_CLOEXEC)
+        unsetenv(socketVariable)
+        unsetenv(workersVariable)
+        return SystemError(operation: "execute \(executable)", code: failure)
+    }
+
+    /// This program's path, read at start-up: after an upgrade has replaced the file, the path names the new one.
+    static let executable: String = {
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let count = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+        return count > 0 ? String(decoding: buffer[..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            : CommandLine.arguments[0]
+    }()
+}
+
+/// The supervising process: keeps `workers` processes alive, restarts itself on SIGHUP and stops gracefully.
+private struct Supervisor {
+    let server: FastCGIServer
+    let socket: Int32
+    let signals: sigset_t
+    /// Live workers of this start, and when each started.
+    var started: [pid_t: Double] = [:]
+    /// Workers told to finish (of an earlier start, or of this one while stopping): never replaced.
+    var retiring: Set<pid_t> = []
+    /// When the next workers are due (after a crash or a failed fork), earliest first.
+    var replacementsDue: [Double] = []
+    /// Workers that died young (or could not be forked) in a row: each waits twice as long, up to 30 s.
+    var failuresInARow = 0
+
+    init(server: FastCGIServer, socket: Int32, signals: sigset_t) {
+        self.server = server
+        self.socket = socket
+        self.signals = signals
+        _ = Handover.executable
+    }
+
+    /// Forks a worker; if the system cannot (EAGAIN: too many processes), tries again later.
+    mutating func spawn() {
+        let supervisor = getpid()
+        let pid = fork()
         if pid == 0 {
-            _exit(Worker(socket: socket, responder: responder, readTimeoutSeconds: readTimeoutSeconds).serve())
+            // Die with the supervisor (a worker left behind would serve with nobody to replace or stop it).
+            _ = clinux_set_parent_death_signal(SIGTERM)
+            if getppid() != supervisor { _exit(0) }
+            _exit(Worker(server: server, socket: socket).serve())
+        }
+        if pid < 0 {
+            let delay = backoff()
+            Log.write("cannot start a worker: fork: \(String(cString: strerror(errno))); trying again in \(Int(delay))s")
+            schedule(after: delay)
+            return
         }
         started[pid] = Clock.now()
     }
 
-    mutating func superviseUntilStopped(signals: sigset_t, graceSeconds: Double) throws(SystemError) -> Int32 {
+    /// Tells `workers` to finish what they are serving and exit.
+    mutating func retire(_ workers: [pid_t]) {
+        for pid in workers { retiring.insert(pid); kill(pid, SIGTERM) }
+    }
+
+    mutating func superviseUntilStopped() -> Int32 {
         var signals = signals
         var deadline: Double?
         while true {
             var tick = timespec(tv_sec: 0, tv_nsec: 200_000_000)
             let signal = sigtimedwait(&signals, nil, &tick)
             if (signal == SIGTERM || signal == SIGINT) && deadline == nil {
-                deadline = Clock.now() + graceSeconds
-                Log.write("\(signal == SIGTERM ? "SIGTERM" : "SIGINT"): stopping; \(started.count) workers finish their requests first")
+                deadline = Clock.now() + server.graceSeconds
+                Log.write("\(signal == SIGTERM ? "SIGTERM" : "SIGINT"): stopping; \(started.count + retiring.count) "
+                    + "workers finish their requests and kept connections first")
+                retire(Array(started.keys))
+                started = [:]
             }
-            reap(replacing: deadline == nil)
+            if signal == SIGHUP && deadline == nil {
+                Log.write("SIGHUP: starting \(Handover.executable) again on the same socket")
+                let failure = Handover.reexecute(Handover.executable, socket: socket,
+                                                 workers: Array(started.keys) + Array(retiring))
+                Log.write("cannot start again: \(failure); going on as before")
+            }
+            reap()
             if let deadline {
-                if started.isEmpty { break }
-                // Repeat the signal: a worker blocks it while serving, and one that was between two calls when
-                // it first came may be waiting on a kept-alive connection; the repeat wakes it.
+                if retiring.isEmpty { break }
+                // Repeat the signal: a worker that was forking when it first came may have missed it.
                 let signal = Clock.now() < deadline ? SIGTERM : SIGKILL
-                if signal == SIGKILL { Log.write("grace period over: killing \(started.count) workers") }
-                for pid in started.keys { kill(pid, signal) }
+                if signal == SIGKILL { Log.write("grace period over: killing \(retiring.count) workers") }
+                for pid in retiring { kill(pid, signal) }
             } else {
                 let now = Clock.now()
                 while let due = replacementsDue.first, due <= now {
                     replacementsDue.removeFirst()
-                    try spawn()
+                    spawn()
                 }
             }
         }
@@ -146,74 +241,153 @@ private struct Supervisor {
         return 0
     }
 
-    private mutating func reap(replacing: Bool) {
+    private mutating func reap() {
         var status: Int32 = 0
         while case let pid = waitpid(-1, &status, WNOHANG), pid > 0 {
+            if retiring.remove(pid) != nil { continue }
             guard let began = started.removeValue(forKey: pid) else { continue }
-            guard replacing else { continue }
-            Log.write("worker \(pid) \(Signals.describe(waitStatus: status)); starting another")
-            let now = Clock.now()
-            replacementsDue.append(now - began < 1 ? now + 1 : now)
-            replacementsDue.sort()
+            let lived = Clock.now() - began
+            if lived >= 10 { failuresInARow = 0 }
+            let delay = lived < 10 ? backoff() : 0
+            Log.write("worker \(pid) \(Signals.describe(waitStatus: status)); starting another"
+                + (delay > 0 ? " in \(Int(delay))s" : ""))
+            schedule(after: delay)
         }
+    }
+
+    /// 1, 2, 4 … 30 seconds, for the failures in a row so far.
+    private mutating func backoff() -> Double {
+        failuresInARow += 1
+        return min(30, Double(1 << min(failuresInARow - 1, 5)))
+    }
+
+    private mutating func schedule(after delay: Double) {
+        replacementsDue.append(Clock.now() + delay)
+        replacementsDue.sort()
     }
 }
 
-/// One worker process: accepts and serves requests one at a time until told to stop.
+/// One worker process: waits for a connection (or the next request on a kept one), serves its requests one at a
+/// time, and stops between requests when told to.
 private struct Worker {
+    let server: FastCGIServer
     let socket: Int32
-    let responder: Responder
-    let readTimeoutSeconds: Double
+    /// `FCGI_WEB_SERVER_ADDRS`: for TCP, the IPv4 addresses allowed to connect (libfcgi's rule); nil allows all.
+    let allowedAddresses: Set<String>? = Environment.value("FCGI_WEB_SERVER_ADDRS").map { list in
+        Set(list.split(separator: ",").map { String($0.filter { $0 != " " }) })
+    }
 
     /// Returns the worker's exit status.
     func serve() -> Int32 {
-        // SIGTERM/SIGINT stay blocked except while waiting for a request, so a request in flight is never
-        // interrupted; the handler, without SA_RESTART, makes a waiting accept give up.
-        var stop = Signals.set([SIGTERM, SIGINT])
-        Signals.install([SIGTERM, SIGINT]) { _ in FCGX_ShutdownPending() }
-        do {
-            let request = try FastCGIRequest(socket: socket)
-            while !Signals.arePending(stop) {
-                sigprocmask(SIG_UNBLOCK, &stop, nil)
-                let accepted = request.accept(timeoutSeconds: readTimeoutSeconds)
-                sigprocmask(SIG_BLOCK, &stop, nil)
-                guard accepted else { break }
-                let record = responder.respond(over: request)
-                request.finish()
-                responder.complete(record)
-                if responder.hook != nil { while waitpid(-1, nil, WNOHANG) > 0 {} }  // hook runners that have finished
-            }
-            return 0
-        } catch {
+        // SIGTERM and SIGINT stay blocked (the supervisor blocked them before forking): they arrive as a readable
+        // descriptor between requests, never as an interruption inside one.
+        var stopSignals = Signals.set([SIGTERM, SIGINT])
+        let stop = clinux_signal_fd(&stopSignals)
+        signal(SIGHUP, SIG_IGN)  // SIGHUP is the supervisor's (re-execute); a terminal's hang-up is not the workers'
+        var unblock = Signals.set([SIGCHLD, SIGHUP])
+        sigprocmask(SIG_UNBLOCK, &unblock, nil)
+        guard stop >= 0 else {
+            Log.write("worker cannot serve: signalfd: \(String(cString: strerror(errno)))")
+            return 1
+        }
+        let request: FastCGIRequest
+        do { request = try FastCGIRequest() } catch {
             Log.write("worker cannot serve: \(error)")
             return 1
         }
+        var stopping = false
+        while true {
+            if let kept = request.keptConnection {
+                // The web server keeps this connection for its next request, even while we stop: it closes it.
+                switch wait(for: kept, stop: stopping ? -1 : stop, timeout: server.readTimeoutSeconds) {
+                case .stop: stopping = true; continue
+                case .timedOut: request.closeConnection(); continue
+                case .ready: break
+                }
+                if request.begin(on: nil, timeoutSeconds: server.readTimeoutSeconds) { serveRequest(request) }
+                continue
+            }
+            if stopping { return 0 }
+            switch wait(for: socket, stop: stop, timeout: nil) {
+            case .stop: stopping = true; continue
+            case .timedOut: continue
+            case .ready: break
+            }
+            guard let connection = accept() else { continue }
+            if request.begin(on: connection, timeoutSeconds: server.readTimeoutSeconds) { serveRequest(request) }
+        }
+    }
+
+    private func serveRequest(_ request: FastCGIRequest) {
+        var record = server.responder.respond(over: request)
+        if !request.finish() { record.delivered = false }
+        server.responder.complete(record)
+    }
+
+    enum Wake { case ready, stop, timedOut }
+
+    /// Waits until `fd` is readable, a stop signal is pending (`stop` < 0: not watched), or `timeout` passes.
+    private func wait(for fd: Int32, stop: Int32, timeout: Double?) -> Wake {
+        var polled = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0), pollfd(fd: stop, events: Int16(POLLIN), revents: 0)]
+        let milliseconds = timeout.map { Int32(min($0 * 1000, Double(Int32.max))) } ?? -1
+        let count = poll(&polled, stop >= 0 ? 2 : 1, milliseconds)
+        if count == 0 { return .timedOut }
+        if count < 0 { return errno == EINTR ? .timedOut : .stop }
+        if stop >= 0 && polled[1].revents != 0 { return .stop }
+        return .ready
+    }
+
+    /// Takes the waiting connection, if another worker did not take it first.
+    private func accept() -> Int32? {
+        let connection = clinux_accept_cloexec(socket)
+        guard connection >= 0 else {
+            switch errno {
+            case EAGAIN, EWOULDBLOCK, EINTR, ECONNABORTED, EPROTO:
+                break
+            default:  // EMFILE, ENFILE, ENOBUFS, ENOMEM: out of something; pause rather than spin on it
+                Log.write("worker cannot accept: \(String(cString: strerror(errno))); pausing 1s")
+                sleep(1)
+            }
+            return nil
+        }
+        guard isAllowed(connection) else { close(connection); return nil }
+        return connection
+    }
+
+    /// TCP: only `FCGI_WEB_SERVER_ADDRS` may connect, and responses go out without Nagle's delay.
+    private func isAllowed(_ connection: Int32) -> Bool {
+        var address = sockaddr_storage()
+        var size = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let family = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getpeername(connection, $0, &size) == 0 ? Int32($0.pointee.sa_family) : -1 }
+        }
+        guard family == AF_INET || family == AF_INET6 else { return true }
+        var on: Int32 = 1
+        setsockopt(connection, Int32(IPPROTO_TCP), TCP_NODELAY, &on, socklen_t(MemoryLayout<Int32>.size))
+        guard let allowedAddresses else { return true }
+        var text = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
+        withUnsafePointer(to: &address) { pointer in
+            if family == AF_INET {
+                pointer.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { inet in
+                    var bits = inet.pointee.sin_addr
+                    _ = inet_ntop(AF_INET, &bits, &text, socklen_t(text.count))
+                }
+            }
+        }
+        let peer = String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        if allowedAddresses.contains(peer) { return true }
+        Log.write("refused a connection from \(peer.isEmpty ? "an IPv6 address" : peer): not in FCGI_WEB_SERVER_ADDRS")
+        return false
     }
 }
 
-/// Signal sets and handlers, in Swift terms.
+/// Signal sets, in Swift terms.
 enum Signals {
     static func set(_ signals: [Int32]) -> sigset_t {
         var set = sigset_t()
         sigemptyset(&set)
         for signal in signals { sigaddset(&set, signal) }
         return set
-    }
-
-    /// Installs `handler` without `SA_RESTART`, so that a blocking call it interrupts returns `EINTR`.
-    static func install(_ signals: [Int32], handler: @convention(c) (Int32) -> Void) {
-        var action = sigaction()
-        action.__sigaction_handler.sa_handler = handler
-        sigemptyset(&action.sa_mask)
-        action.sa_flags = 0
-        for signal in signals { sigaction(signal, &action, nil) }
-    }
-
-    static func arePending(_ signals: sigset_t) -> Bool {
-        var pending = sigset_t()
-        sigpending(&pending)
-        var wanted = signals
-        return (1..<32).contains { sigismember(&wanted, $0) == 1 && sigismember(&pending, $0) == 1 }
     }
 
     /// `waitpid`'s status in words (the WIFEXITED family are macros Swift does not import).

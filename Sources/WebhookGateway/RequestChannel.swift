@@ -1,5 +1,8 @@
 /// One request's conversation with the web server, whichever protocol carried it (CGI or FastCGI).
 protocol RequestChannel {
+    /// True when the params are this process's environment (CGI), set by the web server alone; false when they
+    /// come over a socket that others may reach too (FastCGI).
+    static var paramsAreEnvironment: Bool { get }
     /// A CGI meta-variable (or FastCGI param) by name, copied out of C memory.
     func param(_ name: String) -> String?
     /// Reads up to `buffer.count` body bytes; 0 at end of body or on a failed read.

@@ -8,8 +8,8 @@ import Glibc
 /// answer needs it, writes the CGI response and returns the line for the access log.
 public struct Responder: Sendable {
     public let verifier: Verifier
-    /// The secrets from the process environment, or the 500 explaining why there are none.
-    public let processSecret: Result<Keyring, Outcome>
+    /// The secrets configured at start-up: a request's params may choose among them, never add to them.
+    public let secrets: Secrets
     /// Where verified payloads are kept before the 200; without one the handler only verifies.
     public let spool: Spool?
     /// The command verified payloads are handed to, if any.
@@ -17,10 +17,10 @@ public struct Responder: Sendable {
     /// Which requests get an access line.
     public let accessLog: AccessLogPolicy
 
-    public init(verifier: Verifier, processSecret: Result<Keyring, Outcome>, spool: Spool? = nil, hook: Hook? = nil,
+    public init(verifier: Verifier, secrets: Secrets, spool: Spool? = nil, hook: Hook? = nil,
                 accessLog: AccessLogPolicy = .all) {
         self.verifier = verifier
-        self.processSecret = processSecret
+        self.secrets = secrets
         self.spool = spool
         self.hook = hook
         self.accessLog = accessLog
@@ -31,7 +31,7 @@ public struct Responder: Sendable {
 
     func respond(over channel: some RequestChannel) -> AccessRecord {
         let started = Clock.now()
-        let (verifier, keys) = configuration(for: channel)
+        let (verifier, sender, keys) = configuration(for: channel)
         var headers: [String: String] = [:]
         for name in verifier.scheme.params { headers[name] = channel.param(name) }
         let head = RequestHead(
@@ -52,7 +52,8 @@ public struct Responder: Sendable {
             // A body without a length is read to its end; past the limit, the rest is discarded.
             let rest = if case .toEnd = pending.expected { discardBound } else { 0 }
             channel.discardBody(declared: rest, bound: discardBound)
-            outcome = handOff(body, verdict: pending.verify(body), channel: channel)
+            outcome = handOff(body, verdict: pending.verify(body), sender: sender, scheme: verifier.scheme,
+                              channel: channel)
         }
         let delivered = channel.write(outcome.cgiResponse)
         return AccessRecord(
@@ -66,44 +67,48 @@ public struct Responder: Sendable {
     }
 
     /// What becomes of a verified body: stored in the spool, or handed to the hook, or (with neither) nothing.
-    private func handOff(_ body: [UInt8], verdict: Outcome, channel: some RequestChannel) -> Outcome {
+    private func handOff(_ body: [UInt8], verdict: Outcome, sender: String?, scheme: SignatureScheme,
+                         channel: some RequestChannel) -> Outcome {
         guard verdict.isVerified, spool != nil || hook != nil else { return verdict }
         let envelope = Envelope(
-            body: body, id: verdict.verification?.payloadID(of: body),
-            remoteAddress: channel.param("REMOTE_ADDR"), contentType: channel.param("CONTENT_TYPE"))
+            body: body, id: verdict.verification?.payloadID(of: body, sender: sender, scheme: scheme),
+            remoteAddress: channel.param("REMOTE_ADDR"), contentType: channel.param("CONTENT_TYPE"),
+            sender: sender, scheme: scheme.rawValue)
         if let spool {
             let stored = spool.store(body, envelope: envelope)
             return stored.receipt.map { verdict.stored($0) } ?? stored
         }
-        let handedOff = hook!.handOff(body, envelope: envelope)
+        let handedOff = hook!.handOff(body, envelope: envelope, slots: hook!.privateSlots)
         return handedOff.isVerified ? verdict : handedOff
     }
 
-    /// After the response has gone: the access line, then (with a spool) the hook for a newly stored payload.
-    /// `hookLog` is where that hook's runner logs, when not to stderr.
+    /// After the response has gone: the access line, then (with a spool) a hook runner for a newly stored
+    /// payload. `hookLog` is where that runner logs, when not to stderr.
     func complete(_ record: AccessRecord, hookLog: String? = nil) {
         if accessLog.records(record) { Log.write(record.line) }
         if let hook, let spool, let receipt = record.outcome.receipt, !receipt.duplicate {
-            hook.launchDetached(for: receipt.id, in: spool, logFile: hookLog)
+            hook.startRunner(for: spool, logFile: hookLog)
         }
     }
 
-    /// Secrets the web server sets for this request (nginx `fastcgi_param API_SECRET_KEY` or
-    /// `API_SECRET_KEY_FILE`, and `API_SECRET_KEY_PREVIOUS`) win over the process's. Clients cannot set them: their
-    /// headers only ever arrive as `HTTP_*`.
-    private func secrets(for channel: some RequestChannel) -> Result<Keyring, Outcome> {
-        let named = [SecretSource.variable, SecretSource.fileVariable].contains { channel.param($0)?.isEmpty == false }
-        return named ? SecretSource.from(channel.param) : processSecret
-    }
-
-    /// The verifier and secrets for this request: a `WEBHOOK_SCHEME` param from the web server picks the scheme
-    /// (one location per sender); an unknown one fails closed, like a missing secret.
-    private func configuration(for channel: some RequestChannel) -> (Verifier, Result<Keyring, Outcome>) {
-        guard let name = channel.param("WEBHOOK_SCHEME"), !name.isEmpty else { return (verifier, secrets(for: channel)) }
+    /// The verifier, sender and secrets for this request. The web server may choose, per location, a scheme
+    /// (`WEBHOOK_SCHEME`) and a sender configured at start-up (`WEBHOOK_SENDER`); unknown ones fail closed. A
+    /// FastCGI request that carries key material itself is refused: see ``Secrets``.
+    private func configuration<Channel: RequestChannel>(for channel: Channel)
+        -> (Verifier, sender: String?, Result<Keyring, Outcome>)
+    {
+        let sender = channel.param(SecretSource.senderVariable).flatMap { $0.isEmpty ? nil : $0 }
+        var keys = secrets.keyring(forSender: sender)
+        if !Channel.paramsAreEnvironment, let param = SecretSource.keyParams.first(where: { channel.param($0) != nil }) {
+            keys = .failure(.notConfigured("the request carries a \(param) param; secrets cannot come with a request: "
+                + "configure them when the handler starts (\(SecretSource.directoryVariable)/NAME.secret) and choose "
+                + "one with fastcgi_param \(SecretSource.senderVariable) NAME"))
+        }
+        guard let name = channel.param("WEBHOOK_SCHEME"), !name.isEmpty else { return (verifier, sender, keys) }
         guard let scheme = SignatureScheme(rawValue: name) else {
-            return (verifier, .failure(.notConfigured("WEBHOOK_SCHEME \(Log.printable(name)) is not a known scheme")))
+            return (verifier, sender, .failure(.notConfigured("WEBHOOK_SCHEME \(Log.printable(name)) is not a known scheme")))
         }
-        return (verifier.with(scheme: scheme), secrets(for: channel))
+        return (verifier.with(scheme: scheme), sender, keys)
     }
 }
 

@@ -11,6 +11,10 @@ public enum SecretSource {
     public static let variable = "API_SECRET_KEY"
     public static let previousVariable = "API_SECRET_KEY_PREVIOUS"
     public static let fileVariable = "API_SECRET_KEY_FILE"
+    /// A directory of named senders' secrets, `NAME.secret` each.
+    public static let directoryVariable = "WEBHOOK_SECRETS_DIR"
+    /// The param (or, as a CGI, variable) with which the web server chooses one of them for a location.
+    public static let senderVariable = "WEBHOOK_SENDER"
 
     /// The secrets configured in this process's environment, or the 500 that says what is wrong.
     public static func fromEnvironment() -> Result<Keyring, Outcome> {
@@ -68,6 +72,82 @@ public enum SecretSource {
         guard fd >= 0 else { return nil }
         defer { close(fd) }
         return readAll(fd, limit: limit)
+    }
+}
+
+/// The secrets fixed when the handler starts. A request may only choose among them (`WEBHOOK_SENDER`), never bring
+/// its own: anyone who can reach the FastCGI socket can send any param, so a param that carried a key or a path
+/// would let them sign their own deliveries (the same trap as php-fpm's `PHP_VALUE`).
+public struct Secrets: Sendable {
+    /// `API_SECRET_KEY` (and `API_SECRET_KEY_PREVIOUS`) or `API_SECRET_KEY_FILE`, or the 500 that says why not.
+    public let standard: Result<Keyring, Outcome>
+    /// The senders in `WEBHOOK_SECRETS_DIR`, by name.
+    public let senders: [String: Keyring]
+    public let directory: String?
+
+    public init(standard: Result<Keyring, Outcome>, senders: [String: Keyring] = [:], directory: String? = nil) {
+        self.standard = standard
+        self.senders = senders
+        self.directory = directory
+    }
+
+    /// The keyring of `sender`, or the standard one when none is named; an unknown sender fails closed.
+    func keyring(forSender sender: String?) -> Result<Keyring, Outcome> {
+        guard let sender else { return standard }
+        if let keyring = senders[sender] { return .success(keyring) }
+        guard let directory else {
+            return .failure(.notConfigured("\(SecretSource.senderVariable) \(Log.printable(sender)) is set, but no "
+                + "\(SecretSource.directoryVariable) (--secrets-dir) holds the senders' secrets"))
+        }
+        return .failure(.notConfigured("no sender \(Log.printable(sender)): \(directory) has no \(Log.printable(sender)).secret"))
+    }
+
+    /// Every `NAME.secret` in `directory`, read now; any that cannot be used stops the start with the reason.
+    public static func load(standard: Result<Keyring, Outcome>, directory: String?) throws(Outcome) -> Secrets {
+        guard let directory else { return Secrets(standard: standard) }
+        guard let stream = opendir(directory) else {
+            throw .notConfigured("cannot read \(SecretSource.directoryVariable) \(directory): \(String(cString: strerror(errno)))")
+        }
+        defer { closedir(stream) }
+        var senders: [String: Keyring] = [:]
+        while let entry = readdir(stream) {
+            let file = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            guard file.hasSuffix(".secret"), let name = SecretSource.senderName(String(file.dropLast(7))) else { continue }
+            senders[name] = try SecretSource.sender(name, in: directory)
+        }
+        return Secrets(standard: standard, senders: senders, directory: directory)
+    }
+
+    /// As a CGI the environment is the request, set by the web server: the standard secret from it, and only
+    /// the sender it names.
+    public static func fromCGIEnvironment() -> Secrets {
+        let directory = Environment.value(SecretSource.directoryVariable).flatMap { $0.isEmpty ? nil : $0 }
+        let sender = Environment.value(SecretSource.senderVariable).flatMap { $0.isEmpty ? nil : $0 }
+        var senders: [String: Keyring] = [:]
+        if let directory, let sender, let name = SecretSource.senderName(sender) {
+            senders[name] = try? SecretSource.sender(name, in: directory)
+        }
+        return Secrets(standard: SecretSource.fromEnvironment(), senders: senders, directory: directory)
+    }
+}
+
+extension SecretSource {
+    /// Request params that would carry key material; a FastCGI request holding any of them is refused.
+    static let keyParams = [variable, fileVariable, previousVariable]
+
+    /// `text` if it can name a sender: letters, digits, `-`, `_` and `.`, not starting with a dot.
+    static func senderName(_ text: String) -> String? {
+        let allowed = !text.isEmpty && text.utf8.count <= 64 && !text.hasPrefix(".")
+            && text.utf8.allSatisfy { $0 < 0x80 && (isalnum(Int32($0)) != 0 || $0 == 0x2D || $0 == 0x5F || $0 == 0x2E) }
+        return allowed ? text : nil
+    }
+
+    static func sender(_ name: String, in directory: String) throws(Outcome) -> Keyring {
+        let path = "\(directory)/\(name).secret"
+        guard let bytes = readSmallFile(path) else {
+            throw .notConfigured("cannot read \(path): \(String(cString: strerror(errno)))")
+        }
+        return try keyring(fromFile: bytes, path: path)
     }
 }
 

@@ -1,4 +1,5 @@
 public import WebhookCore
+import CLinux
 import FoundationEssentials
 
 #if canImport(Glibc)
@@ -8,16 +9,24 @@ import Glibc
 /// The durable hand-off: each verified payload becomes one file in a maildir-style directory, and only once the
 /// file is safely on disk does the sender get its 200.
 ///
-///     DIR/tmp/  files being written (a crashed writer's leftovers are removed on start-up)
-///     DIR/new/  complete payloads waiting for a consumer, named by the hex SHA-256 of the body
-///     DIR/cur/  where a consumer may move a payload it has taken (or it deletes it)
+///     DIR/new/  complete payloads waiting for a consumer, named by their id (below)
+///     DIR/cur/  where a consumer moves a payload it has handled (or it deletes it)
+///     DIR/tmp/  kept empty, for maildir readers that expect it
+///     DIR/.hook-failed/ID  the last failure of the hook on new/ID (`spool retry` runs it again)
 ///
-/// A file is written into `tmp/`, fsynced, hard-linked into `new/` (which refuses to replace an existing name, so
-/// two deliveries of the same bytes store one file), and `new/` is fsynced. A crash at any point leaves either
-/// nothing in `new/` or a complete file there.
+/// The protocol, in the order the code follows it (each step names what covers it against a crash):
+///  1. open an unnamed file in `new/` (`O_TMPFILE`): until step 3 it has no name, so a crash leaves nothing
+///     behind and nobody else can see, take or delete it;
+///  2. write the envelope line and the body, `fsync` the file: its bytes are on disk;
+///  3. give it its name with `linkat` — which refuses an existing name, so the same payload stored twice (a
+///     retry, or two deliveries at once) keeps exactly one file;
+///  4. `fsync` the directory `new/`: the name is on disk. Only now is the answer 200.
+///     If the sync fails, the name is removed again: nothing a later duplicate could trust is left.
+/// A duplicate (step 3 found the name, or it is already in `cur/`) is answered 200 only after it has synced that
+/// file and its directory itself: the first writer may not have finished step 4, or may have failed it.
 ///
-/// Each file is one envelope line of JSON (id, receive time, remote address, content type, body length), a newline,
-/// then the body's bytes exactly as received. It never holds the signature or the secret.
+/// Each file is one envelope line of JSON (id, receive time, remote address, content type, sender, scheme, body
+/// length), a newline, then the body's bytes exactly as received. It never holds the signature or the secret.
 public struct Spool: Sendable {
     public static let subdirectories = ["tmp", "new", "cur"]
 
@@ -37,10 +46,8 @@ public struct Spool: Sendable {
         name.isEmpty ? "\(directory)/\(subdirectory)" : "\(directory)/\(subdirectory)/\(name)"
     }
 
-    /// Creates the directories as needed and removes the files in `tmp/` whose writer is gone.
-    /// Returns how many it removed.
-    @discardableResult
-    public func prepare() throws(SystemError) -> Int {
+    /// Creates the directories as needed. Nothing is ever left half-written (step 1), so there is nothing to clean.
+    public func prepare() throws(SystemError) {
         for path in [directory] + Self.subdirectories.map({ path($0) }) {
             if mkdir(path, directoryMode) == 0 {
                 try check("chmod \(path)", chmod(path, directoryMode))
@@ -48,78 +55,73 @@ public struct Spool: Sendable {
                 throw SystemError(operation: "create spool directory \(path)", code: errno)
             }
         }
-        return try names(in: "tmp").filter { removeIfAbandoned(path("tmp", $0)) }.count
     }
 
-    /// A writer holds an exclusive `flock` on its `tmp/` file until the file is linked into `new/`, and the kernel
-    /// drops it when the writer dies, however it dies. A file whose lock can be taken is abandoned.
-    private func removeIfAbandoned(_ path: String) -> Bool {
-        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
-        guard fd >= 0 else { return false }
-        defer { close(fd) }
-        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else { return false }
-        return unlink(path) == 0
+    /// Checks that the file system can do step 1 (NFS and some FUSE file systems cannot); `serve` calls it once at
+    /// start-up so that such a spool is refused then, not at the first delivery.
+    public func checkUnnamedFiles() throws(SystemError) {
+        let fd = open(path("new"), clinux_o_tmpfile() | O_WRONLY | O_CLOEXEC, fileMode)
+        guard fd >= 0 else {
+            throw SystemError(operation: "create an unnamed file (O_TMPFILE) in \(path("new")); the spool needs a local "
+                + "file system such as ext4, xfs, btrfs or tmpfs", code: errno)
+        }
+        close(fd)
     }
 
-    /// Stores a verified body: `.stored` once it is durable (or was already there), `.storageFailed` otherwise.
+    /// Stores a verified body: `.stored` once it is durable (or was already there and is now synced),
+    /// `.storageFailed` otherwise.
     public func store(_ body: [UInt8], envelope: Envelope) -> Outcome {
         let id = envelope.id
-        if exists(path("new", id)) || exists(path("cur", id)) { return .stored(Receipt(id: id, duplicate: true)) }
         do {
-            let temporary = try write(Array(envelope.line.utf8), body, named: id)
-            defer { unlink(temporary) }
-            if link(temporary, path("new", id)) != 0 {
-                if errno == EEXIST { return .stored(Receipt(id: id, duplicate: true)) }
-                throw SystemError(operation: "link into \(path("new"))", code: errno)
+            if let existing = try syncExisting(id) { return .stored(Receipt(id: id, duplicate: existing)) }
+            let fd = try check("create a file in \(path("new"))",
+                               retryingOnInterrupt { open(path("new"), clinux_o_tmpfile() | O_WRONLY | O_CLOEXEC, fileMode) })
+            defer { close(fd) }
+            try check("chmod the new file", fchmod(fd, fileMode))  // exact, whatever the umask
+            if let failure = writeAll(fd, Array(envelope.line.utf8) + body) {
+                throw SystemError(operation: "write into \(path("new"))", code: failure)
             }
-            try syncDirectory(path("new"))
+            try check("fsync the new file", fsync(fd))
+            let name = path("new", id)
+            if linkat(AT_FDCWD, "/proc/self/fd/\(fd)", AT_FDCWD, name, AT_SYMLINK_FOLLOW) != 0 {
+                guard errno == EEXIST else { throw SystemError(operation: "link \(name)", code: errno) }
+                if try syncExisting(id) != nil { return .stored(Receipt(id: id, duplicate: true)) }
+                throw SystemError(operation: "link \(name)", code: EEXIST)  // it came and went: a consumer took it
+            }
+            do throws(SystemError) {
+                try syncDirectory(path("new"))
+            } catch {
+                unlink(name)
+                throw error
+            }
             return .stored(Receipt(id: id, duplicate: false))
         } catch {
             return .storageFailed("spool \(directory): \(error)")
         }
     }
 
-    /// Writes `header` then `body` to a new file in `tmp/`, fsynced, and returns its path. The file is locked
-    /// while written (see ``removeIfAbandoned(_:)``); should a cleaner have removed it before the lock was taken,
-    /// a fresh file is made.
-    private func write(_ header: [UInt8], _ body: [UInt8], named id: String) throws(SystemError) -> String {
-        var attempt = 0
-        while true {
-            attempt += 1
-            let path = path("tmp", "\(id).\(getpid()).\(Clock.nanosecondsSinceEpoch())")
-            let flags = O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC
-            let fd = try check("create \(path)", retryingOnInterrupt { open(path, flags, fileMode) })
-            var closed = false
-            defer { if !closed { close(fd) } }
-            try check("lock \(path)", retryingOnInterrupt { flock(fd, LOCK_EX) })
-            var status = stat()
-            try check("stat \(path)", fstat(fd, &status))
-            if status.st_nlink == 0 && attempt < 3 { continue }
-            do throws(SystemError) {
-                try check("chmod \(path)", fchmod(fd, fileMode))  // exact, whatever the umask
-                for part in [header, body] {
-                    if let failure = writeAll(fd, part) { throw SystemError(operation: "write \(path)", code: failure) }
-                }
-                try check("fsync \(path)", fsync(fd))
-                closed = true
-                try check("close \(path)", close(fd))
-                return path
-            } catch {
-                unlink(path)
-                throw error
+    /// If `id` is already stored (in `new/`, or `cur/` once a consumer has it), syncs that file and its directory
+    /// and returns true; nil when it is in neither.
+    private func syncExisting(_ id: String) throws(SystemError) -> Bool? {
+        for subdirectory in ["new", "cur"] {
+            let name = path(subdirectory, id)
+            let fd = retryingOnInterrupt { open(name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW) }
+            if fd < 0 {
+                if errno == ENOENT { continue }
+                throw SystemError(operation: "open \(name)", code: errno)
             }
+            defer { close(fd) }
+            try check("fsync \(name)", fsync(fd))
+            try syncDirectory(path(subdirectory))
+            return true
         }
+        return nil
     }
 
     private func syncDirectory(_ path: String) throws(SystemError) {
         let fd = try check("open \(path)", open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC))
         defer { close(fd) }
         try check("fsync \(path)", fsync(fd))
-    }
-
-    private func exists(_ path: String) -> Bool {
-        var status = stat()
-        return stat(path, &status) == 0
     }
 
     /// The names of the regular entries in a subdirectory, sorted.
@@ -135,7 +137,6 @@ public struct Spool: Sendable {
         }
         return names.sorted()
     }
-
 }
 
 /// The first line of a spool file: what a consumer needs besides the body, as one JSON object.
@@ -145,25 +146,31 @@ public struct Envelope: Sendable, Equatable {
     public let received: String
     public let remoteAddress: String?
     public let contentType: String?
+    /// The sender the web server named for this location (`WEBHOOK_SENDER`), if any.
+    public let sender: String?
+    /// How the payload was signed.
+    public let scheme: String?
     public let length: Int
 
     /// `id` defaults to the SHA-256 of the body.
     public init(body: [UInt8], id: String? = nil, received: String = Clock.utcTimestamp(milliseconds: true),
-                remoteAddress: String?, contentType: String?) {
+                remoteAddress: String?, contentType: String?, sender: String? = nil, scheme: String? = nil) {
         self.id = id ?? Receipt.id(of: body)
         self.received = received
         self.remoteAddress = remoteAddress
         self.contentType = contentType
+        self.sender = sender
+        self.scheme = scheme
         self.length = body.count
     }
 
-    /// `{"id":"…","received":"…","remote_addr":"…","content_type":"…","length":N}` and a newline.
+    /// `{"id":"…","received":"…","remote_addr":"…","content_type":"…","sender":…,"scheme":"…","length":N}` and a
+    /// newline.
     public var line: String {
-        var fields = [#""id":"\#(id)""#, #""received":"\#(received)""#]
-        fields.append(#""remote_addr":"# + (remoteAddress.map { JSON.quoted($0) } ?? "null"))
-        fields.append(#""content_type":"# + (contentType.map { JSON.quoted($0) } ?? "null"))
-        fields.append(#""length":\#(length)"#)
-        return "{" + fields.joined(separator: ",") + "}\n"
+        func quoted(_ text: String?) -> String { text.map { JSON.quoted($0) } ?? "null" }
+        return #"{"id":"\#(id)","received":"\#(received)","remote_addr":\#(quoted(remoteAddress)),"#
+            + #""content_type":\#(quoted(contentType)),"sender":\#(quoted(sender)),"scheme":\#(quoted(scheme)),"#
+            + #""length":\#(length)}"# + "\n"
     }
 }
 
@@ -171,10 +178,10 @@ extension Spool {
     /// The envelope lines of the payloads in `new/`, oldest name first.
     public func waiting() throws(SystemError) -> [String] {
         try names(in: "new").map { name in
-            let line = SecretSource.readSmallFile(path("new", name), limit: 4096).map { bytes in
-                String(decoding: bytes.prefix { $0 != UInt8(ascii: "\n") }, as: UTF8.self)
-            }
-            return line ?? #"{"id":"\#(name)","unreadable":true}"#
+            let fd = open(path("new", name), O_RDONLY | O_CLOEXEC)
+            defer { if fd >= 0 { close(fd) } }
+            guard fd >= 0, let line = Envelope.readLine(from: fd) else { return #"{"id":"\#(name)","unreadable":true}"# }
+            return String(decoding: line, as: UTF8.self)
         }
     }
 
@@ -195,40 +202,44 @@ extension Spool {
             }
             lines.append("\(subdirectory): \(names.count) files, \(bytes) bytes")
         }
+        let failed = (try? names(in: ".hook-failed").count) ?? 0
+        if failed > 0 { lines.append("hook failed for \(failed) of new/ (spool retry runs them again)") }
         return "spool \(directory)\n" + lines.joined(separator: "\n")
-    }
-}
-
-extension Spool {
-    /// Waits for one of `count` hook slots (`DIR/.hook-slots/N`, held with `flock`) and returns its descriptor,
-    /// which holds the slot until closed; -1 if slots cannot be used (then the hook runs unthrottled).
-    func acquireHookSlot(of count: Int) -> Int32 {
-        let slots = "\(directory)/.hook-slots"
-        if mkdir(slots, directoryMode) != 0 && errno != EEXIST { return -1 }
-        let descriptors = (0..<count).map { open("\(slots)/\($0)", O_RDONLY | O_CREAT | O_CLOEXEC, fileMode) }
-        defer { for fd in descriptors where fd >= 0 { close(fd) } }
-        let free = descriptors.firstIndex { $0 >= 0 && flock($0, LOCK_EX | LOCK_NB) == 0 }
-            ?? descriptors.indices.randomElement().flatMap { index in
-                retryingOnInterrupt { flock(descriptors[index], LOCK_EX) } == 0 ? index : nil
-            }
-        return free.map { dup(descriptors[$0]) } ?? -1
     }
 }
 
 extension Envelope: Decodable {
     enum CodingKeys: String, CodingKey {
-        case id, received, length
+        case id, received, length, sender, scheme
         case remoteAddress = "remote_addr"
         case contentType = "content_type"
     }
 
+    /// The longest envelope line read: far more than any header a web server passes on, escaped.
+    static let lineLimit = 1 << 20
+
+    /// The envelope line of a spool file (without its newline), leaving `fd` positioned at the body.
+    static func readLine(from fd: Int32) -> [UInt8]? {
+        var line: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while line.count < lineLimit {
+            let count = chunk.withUnsafeMutableBytes { buffer in
+                retryingOnInterrupt { Glibc.read(fd, buffer.baseAddress, buffer.count) }
+            }
+            guard count > 0 else { return nil }
+            if let newline = chunk[..<count].firstIndex(of: UInt8(ascii: "\n")) {
+                line += chunk[..<newline]
+                let body = off_t(line.count + 1)
+                return lseek(fd, body, SEEK_SET) == body ? line : nil
+            }
+            line += chunk[..<count]
+        }
+        return nil
+    }
+
     /// Reads the envelope line of a spool file, leaving `fd` positioned at the body.
     static func read(from fd: Int32) -> Envelope? {
-        var head = [UInt8](repeating: 0, count: 8192)
-        let count = head.withUnsafeMutableBytes { buffer in retryingOnInterrupt { Glibc.read(fd, buffer.baseAddress, buffer.count) } }
-        guard count > 0, let newline = head[..<count].firstIndex(of: UInt8(ascii: "\n")),
-              lseek(fd, off_t(newline + 1), SEEK_SET) == newline + 1
-        else { return nil }
-        return try? JSONDecoder().decode(Envelope.self, from: Data(head[..<newline]))
+        guard let line = readLine(from: fd) else { return nil }
+        return try? JSONDecoder().decode(Envelope.self, from: Data(line))
     }
 }

@@ -55,7 +55,11 @@ struct SpoolCommand: ParsableCommand {
 
     struct Retry: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Run the hook again for every payload still in new/ (e.g. from a timer).")
+            abstract: "Run the hook again for every payload still in new/ (e.g. from a timer).",
+            discussion: """
+                Payloads a hook runner is running right now are skipped. Runners skip payloads whose hook failed
+                (.hook-failed/ID says why); this runs them again. Exits 1 if any failed again.
+                """)
         @OptionGroup var options: SpoolOptions
         @OptionGroup var hookOptions: HookOptions
 
@@ -63,10 +67,16 @@ struct SpoolCommand: ParsableCommand {
             let spool = try options.requiredSpool()
             guard let hook = hookOptions.hook else { throw ValidationError("name the command with --exec or WEBHOOK_EXEC") }
             try spool.prepare()
-            var failed = 0
-            let waiting = try spool.waitingIDs()
-            for id in waiting where !hook.deliver(id, from: spool) { failed += 1 }
-            print("\(waiting.count - failed) delivered, \(failed) left in new/")
+            var delivered = 0, failed = 0, busy = 0
+            for id in try spool.waitingIDs() {
+                switch hook.deliver(id, from: spool) {
+                case .ran(succeeded: true): delivered += 1
+                case .ran(succeeded: false): failed += 1
+                case .busy: busy += 1
+                case .gone: break
+                }
+            }
+            print("\(delivered) delivered, \(failed) failed (left in new/), \(busy) being run by a hook runner already")
             if failed > 0 { throw ExitCode(1) }
         }
     }

@@ -26,7 +26,8 @@ struct WebhookHandler: ParsableCommand {
 
             Environment:
               API_SECRET_KEY          the shared secret (at least 10 characters)
-              API_SECRET_KEY_FILE     a file holding it (one trailing newline ignored)
+              API_SECRET_KEY_FILE     a file holding it (one secret per line, current first)
+              WEBHOOK_SECRETS_DIR     senders' secrets, NAME.secret each (--secrets-dir)
               WEBHOOK_MAX_BODY_BYTES  the body limit without --max-body-bytes (CGI)
               WEBHOOK_SPOOL_DIR       keep verified payloads here before answering 200
               WEBHOOK_SPOOL_GROUP_READABLE=1  spool files 0640, directories 0750
@@ -38,9 +39,13 @@ struct WebhookHandler: ParsableCommand {
               WEBHOOK_ACCESS_LOG      all (default) or failures: which requests are logged
               FCGI_WEB_SERVER_ADDRS   TCP only: web server addresses allowed in
 
-            Under FastCGI, an API_SECRET_KEY param set by the web server (nginx
-            fastcgi_param) wins over the environment. One access line per request
-            (or per failure) goes to stderr; the secret and signatures are never logged.
+            Secrets are read when the handler starts, never from a request: under
+            FastCGI a request may only choose a configured sender (nginx
+            fastcgi_param WEBHOOK_SENDER NAME, for WEBHOOK_SECRETS_DIR/NAME.secret), and
+            one carrying API_SECRET_KEY* params is refused (500). SIGHUP starts the
+            handler again on the same socket (new binary, new secrets) without losing
+            a request. One access line per request (or per failure) goes to stderr;
+            the secret and signatures are never logged.
             """,
         version: "webhook-handler \(version)",
         subcommands: [Serve.self, Sign.self, SpoolCommand.self],
@@ -55,8 +60,12 @@ struct Serve: ParsableCommand {
         discussion: """
             Without --listen, the listening socket must be handed over on fd 0
             (spawn-fcgi, systemd socket activation, mod_fcgid). Run from a terminal
-            with neither, it prints this help to stderr and exits 2. SIGTERM or SIGINT
-            stop accepting; requests in flight finish first (up to --grace-seconds).
+            with neither, it prints this help to stderr and exits 2.
+            SIGTERM or SIGINT: stop taking connections; requests in flight finish, and
+            connections the web server keeps open are served until it closes them (up
+            to --grace-seconds). SIGHUP: execute the binary again in this process, on
+            the same socket: the new workers serve at once, the old ones finish as on
+            SIGTERM (zero-downtime upgrade or reconfiguration).
             """
     )
 
@@ -89,6 +98,11 @@ struct Serve: ParsableCommand {
 
     @Option(name: .long, help: "Access lines for all requests, or only failures: those not answered 200 (default: $WEBHOOK_ACCESS_LOG, else all).")
     var accessLog: AccessLogPolicy?
+
+    @Option(name: .long, help: ArgumentHelp(
+        "Senders' secrets, NAME.secret each, read at start-up; nginx chooses one per location with fastcgi_param WEBHOOK_SENDER NAME (default: $WEBHOOK_SECRETS_DIR).",
+        valueName: "dir"))
+    var secretsDir: String?
 
     @OptionGroup var spoolOptions: SpoolOptions
     @OptionGroup var hookOptions: HookOptions
@@ -135,22 +149,41 @@ struct Serve: ParsableCommand {
 
     private func serve(on listener: FastCGIServer.Listener, secret: Result<Keyring, Outcome>) throws {
         let verifier = try Settings.verifier(maxBodyBytes: maxBodyBytes, scheme: scheme, toleranceSeconds: toleranceSeconds)
+        let secrets: Secrets
+        do throws(Outcome) {
+            secrets = try Secrets.load(
+                standard: secret, directory: secretsDir ?? Settings.environment(SecretSource.directoryVariable))
+            if case .success(let keyring) = secrets.standard, let problem = keyring.unusable(for: verifier.scheme) {
+                throw problem
+            }
+        } catch {
+            Log.write("cannot serve: \(error.detail ?? "no usable secret")")
+            throw ExitCode(1)
+        }
+        if let directory = secrets.directory {
+            let names = secrets.senders.keys.sorted().joined(separator: ", ")
+            Log.write("senders from \(directory): \(names.isEmpty ? "none" : names)")
+        }
         let spool = Settings.spool(directory: spoolOptions.spoolDir, groupReadable: spoolOptions.spoolGroupReadable)
         if let spool {
             do {
-                let removed = try spool.prepare()
-                Log.write("spool \(spool.directory): ready\(removed > 0 ? "; removed \(removed) stale files from tmp/" : "")")
+                try spool.prepare()
+                try spool.checkUnnamedFiles()
+                Log.write("spool \(spool.directory): ready")
             } catch {
                 Log.write("cannot use the spool: \(error)")
                 throw ExitCode(1)
             }
         }
+        var hook = hookOptions.hook
+        if hook != nil && spool == nil { hook?.privateSlotsDirectory = try Settings.privateHookSlots() }
+        defer { if let slots = hook?.privateSlotsDirectory { Settings.removePrivateHookSlots(slots) } }
         let server = FastCGIServer(
             listener: listener,
             workers: workers,
             graceSeconds: graceSeconds,
             readTimeoutSeconds: readTimeoutSeconds,
-            responder: Responder(verifier: verifier, processSecret: secret, spool: spool, hook: hookOptions.hook,
+            responder: Responder(verifier: verifier, secrets: secrets, spool: spool, hook: hook,
                                  accessLog: try accessLog ?? Settings.accessLog())
         )
         do {
@@ -199,6 +232,10 @@ struct Sign: ParsableCommand {
             throw ExitCode(1)
         }
         let scheme = try scheme ?? Settings.scheme()
+        if let problem = keyring.unusable(for: scheme) {
+            Log.writeStandardError("webhook-handler sign: \(problem.detail ?? "unusable secret")\n")
+            throw ExitCode(1)
+        }
         guard let body = readAll(STDIN_FILENO) else {
             Log.writeStandardError("webhook-handler sign: cannot read standard input: \(String(cString: strerror(errno)))\n")
             throw ExitCode(1)
@@ -258,6 +295,32 @@ enum Settings {
 
     static func environment(_ name: String) -> String? {
         getenv(name).map { String(cString: $0) }
+    }
+
+    /// Without a spool, the slots that bound concurrent hooks live in a private directory, made once and handed on
+    /// to the next start by SIGHUP (through the environment) so that old and new workers share it.
+    static func privateHookSlots() throws -> String {
+        let variable = "WEBHOOK_HOOK_SLOTS_DIR"
+        if let inherited = environment(variable), access(inherited, W_OK) == 0 { return inherited }
+        var template = Array("\(environment("TMPDIR") ?? "/tmp")/webhook-handler-hooks.XXXXXX".utf8CString)
+        guard let made = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
+            Log.write("cannot make a directory for the hook's slots: \(String(cString: strerror(errno)))")
+            throw ExitCode(1)
+        }
+        let directory = String(cString: made)
+        setenv(variable, directory, 1)
+        return directory
+    }
+
+    static func removePrivateHookSlots(_ directory: String) {
+        if let stream = opendir(directory) {
+            while let entry = readdir(stream) {
+                let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+                if name != "." && name != ".." { unlink("\(directory)/\(name)") }
+            }
+            closedir(stream)
+        }
+        rmdir(directory)
     }
 
     /// CGI has no command line: the limit comes from the environment, and a bad value falls back to the default

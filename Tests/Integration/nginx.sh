@@ -58,11 +58,12 @@ stop "$nginx_pid"
 stop "$fcgiwrap_pid"
 
 echo "== 4. one handler, a location per sender and scheme (deploy/nginx/webhook-senders.conf)"
+mkdir -m 700 "$work/senders"
 for scheme in x-signature github standard-webhooks stripe; do
-    printf 'whsec_%s\n' "$(printf '%s-%s' "$scheme" "$secret" | base64 -w0)" >"$work/$scheme.secret"
+    printf 'whsec_%s\n' "$(printf '%s-%s' "$scheme" "$secret" | base64 -w0)" >"$work/senders/$scheme.secret"
 done
 start webhook-handler "$work/senders.log" env -i "$handler" --listen "$work/senders.sock" --socket-mode 0666 \
-    --workers 2 --spool-dir "$work/senders-spool"
+    --workers 2 --spool-dir "$work/senders-spool" --secrets-dir "$work/senders"
 senders_pid=$last_pid
 wait_until "the handler's socket" test -S "$work/senders.sock"
 nginx_with webhook-senders.conf "$work/senders.sock"
@@ -72,9 +73,9 @@ printf '{"type":"scheme.test","at":%s}' "$(date +%s)" >"$event"
 signed() {
     local scheme=$1 key=$2 file="$work/$1.headers"; shift 2
     if [ "$scheme" = x-signature ]; then
-        printf 'x-signature: %s\n' "$("$handler" sign --secret-file "$work/$key.secret" "$@" <"$event")" >"$file"
+        printf 'x-signature: %s\n' "$("$handler" sign --secret-file "$work/senders/$key.secret" "$@" <"$event")" >"$file"
     else
-        "$handler" sign --scheme "$scheme" --secret-file "$work/$key.secret" "$@" <"$event" >"$file"
+        "$handler" sign --scheme "$scheme" --secret-file "$work/senders/$key.secret" "$@" <"$event" >"$file"
     fi
     echo "$file"
 }
@@ -103,6 +104,10 @@ sleep 1
 check "standard-webhooks: its retry, re-signed a second later, is a duplicate" 200 '"duplicate":true' \
     -H @"$(signed standard-webhooks standard-webhooks --id msg_once)" --data-binary @"$event" \
     "http://127.0.0.1:$port/api/standard-webhooks"
+expect "senders: the handler read the four senders' secrets at start-up" \
+    grep -q "senders from $work/senders: github, standard-webhooks, stripe, x-signature" "$work/senders.log"
+expect "senders: a stored payload's envelope names its sender and scheme" \
+    sh -c "cat '$work'/senders-spool/new/* | grep -q '\"sender\":\"standard-webhooks\",\"scheme\":\"standard-webhooks\"'"
 expect "github: the delivery id is logged" grep -q 'delivery=delivery-of-github' "$work/senders.log"
 expect "x-signature: no delivery id for a scheme without one" sh -c "! grep -q 'delivery=delivery-of-x-signature' '$work/senders.log'"
 stop "$nginx_pid"
@@ -135,13 +140,18 @@ expect "recipe: after the load, with nginx's idle connections kept, new requests
 kept_connections() { ss -x state established src "$work/kept.sock" | tail -n +2 | wc -l; }
 expect "recipe: between requests nginx keeps connections open to the handler ($(kept_connections), at most $pool)" \
     test "$(kept_connections)" -ge 1 -a "$(kept_connections)" -le "$pool"
-# SIGTERM while nginx still holds kept connections: the workers idling on them stop too, promptly.
+# SIGTERM while nginx still holds kept connections: the workers on them go on serving until nginx closes them
+# (closing them first could race with nginx sending a request: a 502), then the handler exits at once.
+kill -TERM "$kept_pid"
+sleep 1
+expect "recipe: SIGTERM with nginx's connections still kept: the handler waits for nginx to close them" \
+    kill -0 "$kept_pid"
 started_stop=$(date +%s%N)
+stop "$nginx_pid"
 stop "$kept_pid"
 took_ms=$(( ($(date +%s%N) - started_stop) / 1000000 ))
-expect "recipe: SIGTERM with nginx's connections still kept: exit 0 in ${took_ms} ms (under 2 s)" \
+expect "recipe: once nginx has closed them, the handler exits 0 (in ${took_ms} ms, under 2 s)" \
     test "$stopped_status" = 0 -a "$took_ms" -lt 2000
-stop "$nginx_pid"
 
 # The trap the sizing avoids: two pools of one kept connection each, in front of one worker. The first request
 # leaves its connection idle in pool a, holding the worker; the second, from pool b, waits in the backlog until

@@ -97,12 +97,42 @@ import Testing
             == .badRequest("missing webhook-id, webhook-timestamp or webhook-signature header"))
     }
 
-    /// With a spool, the message id names the payload: a re-signed retry of the same message is a duplicate.
-    @Test func standardWebhooksMessageIDNamesThePayload() {
+    /// With a spool, the message id names the payload: a re-signed retry of the same message is a duplicate. A
+    /// message id is unique only within its sender: two senders' `msg_1` are two payloads.
+    @Test func standardWebhooksMessageIDNamesThePayloadWithinItsSender() throws {
         let outcome = run(.standardWebhooks, standardHeaders(), body: message, keys: [standard], now: stamp)
-        let id = outcome.verification?.payloadID(of: message)
-        #expect(id == Receipt.id(of: Array("message-id:\(messageID)".utf8)))
+        let verification = try #require(outcome.verification)
+        let id = verification.payloadID(of: message, sender: nil, scheme: .standardWebhooks)
+        #expect(id == Receipt.id(of: Array("message-id:standard-webhooks::\(messageID)".utf8)))
         #expect(id != Receipt.id(of: message))
+        #expect(id == verification.payloadID(of: message + [0x20], sender: nil, scheme: .standardWebhooks))
+        let fromA = verification.payloadID(of: message, sender: "a", scheme: .standardWebhooks)
+        let fromB = verification.payloadID(of: message, sender: "b", scheme: .standardWebhooks)
+        #expect(Set([id, fromA, fromB]).count == 3)
+        // Without a message id the bytes name the payload, whoever sent them.
+        let plain = run(.xSignature, ["HTTP_X_SIGNATURE": try Secret("0123456789abc").signature(of: message)],
+                        body: message, keys: [try Secret("0123456789abc")]).verification
+        #expect(plain?.payloadID(of: message, sender: "a", scheme: .xSignature) == Receipt.id(of: message))
+    }
+
+    /// The reference libraries base64-decode the secret with or without `whsec_`; they refuse what is not base64.
+    @Test func standardWebhooksSecretsAreBase64WithOrWithoutPrefix() throws {
+        let bare = try Secret("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+        #expect(run(.standardWebhooks, standardHeaders(), body: message, keys: [bare], now: stamp).isVerified)
+        for text in ["whsec_not base64 at all!", "not-base64-either!", "whsec_AAAA"] {
+            let secret = try Secret(text)
+            let outcome = run(.standardWebhooks, standardHeaders(), body: message, keys: [secret], now: stamp)
+            #expect(outcome.status == .internalServerError, "\(text)")
+            #expect(outcome.detail?.contains("not a Standard Webhooks secret") == true)
+            #expect(Keyring(secret).unusable(for: .standardWebhooks) != nil)
+            #expect(Keyring(secret).unusable(for: .xSignature) == nil)
+        }
+    }
+
+    /// A timestamp is a number: the references sign its decimal form, so leading zeros in the header verify.
+    @Test func standardWebhooksTimestampWithLeadingZeros() {
+        let headers = standardHeaders().merging(["HTTP_WEBHOOK_TIMESTAMP": "000\(stamp)"]) { $1 }
+        #expect(run(.standardWebhooks, headers, body: message, keys: [standard], now: stamp).isVerified)
     }
 
     // MARK: Stripe

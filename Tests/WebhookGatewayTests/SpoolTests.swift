@@ -98,19 +98,34 @@ import WebhookCore
         #expect(outcome.status == .serviceUnavailable)
     }
 
-    @Test func prepareRemovesOnlyFilesNoWriterHoldsLocked() throws {
+    /// Nothing is ever half-written under a name: the file is unnamed until complete, so tmp/ is never used.
+    @Test func storingLeavesNothingInTmp() throws {
         defer { try? FileManager.default.removeItem(atPath: root) }
         try spool.prepare()
-        let abandoned = spool.path("tmp", "\(Receipt.id(of: body)).999999.1")
-        let inProgress = spool.path("tmp", "\(Receipt.id(of: body)).\(getpid()).2")
-        for path in [abandoned, inProgress] { _ = FileManager.default.createFile(atPath: path, contents: Data("half".utf8)) }
-        let writer = open(inProgress, O_RDONLY)
-        defer { close(writer) }
-        #expect(flock(writer, LOCK_EX) == 0)
-        // flock locks belong to the open file description: a second open in this process conflicts like another
-        // process would.
-        #expect(try spool.prepare() == 1)
-        #expect(try spool.names(in: "tmp") == ["\(Receipt.id(of: body)).\(getpid()).2"])
+        try spool.checkUnnamedFiles()
+        for index in 0..<5 { _ = spool.store(body + [UInt8(index)], envelope: envelope(body + [UInt8(index)])) }
+        #expect(try spool.names(in: "new").count == 5)
+        #expect(try spool.names(in: "tmp").isEmpty)
+    }
+
+    /// A Content-Type of control characters escapes to six bytes each: the envelope line is read back whole, by
+    /// the hook's reader and by `spool list`, however long.
+    @Test func aLongEnvelopeLineIsReadBackWhole() throws {
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        try spool.prepare()
+        let contentType = String(repeating: "\u{1}", count: 8000)
+        let envelope = Envelope(body: body, received: "t", remoteAddress: nil, contentType: contentType,
+                                sender: "github", scheme: "github")
+        #expect(envelope.line.utf8.count > 48_000)
+        let id = try #require(spool.store(body, envelope: envelope).receipt?.id)
+        let fd = open(spool.path("new", id), O_RDONLY)
+        defer { close(fd) }
+        #expect(Envelope.read(from: fd) == envelope)
+        #expect(readAll(fd) == body)
+        let listed = try #require(try spool.waiting().first)
+        let object = try JSONSerialization.jsonObject(with: Data(listed.utf8)) as! [String: Any]
+        #expect(object["content_type"] as? String == contentType)
+        #expect(object["sender"] as? String == "github")
     }
 
     @Test func waitingAndStatistics() throws {

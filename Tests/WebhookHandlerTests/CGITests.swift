@@ -7,7 +7,7 @@ import Testing
                extra: [String: String] = [:]) throws -> (CGIResponse, Programs.Finished) {
         let finished = try Programs.run(
             Programs.handler, arguments,
-            environment: row.params(secret: secret).merging(extra) { $1 }, stdin: row.body)
+            environment: row.params((secret.map { ["API_SECRET_KEY": $0] } ?? [:]).merging(extra) { $1 }), stdin: row.body)
         #expect(finished.status == 0, "exit status, stderr: \(finished.stderr)")
         return (try CGIResponse(finished.stdout), finished)
     }

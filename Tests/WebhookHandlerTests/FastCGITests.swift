@@ -63,15 +63,29 @@ import Glibc
         #expect(servingPIDs.count >= 2, "requests were not spread over workers:\n\(server.log)")
     }
 
-    /// A per-request `API_SECRET_KEY` param (nginx `fastcgi_param`) configures a server started without one.
-    @Test func perRequestSecretParam() throws {
-        let server = try FastCGIServerProcess(.ownSocket, environment: [:])
+    /// Anyone who can reach the socket can send any param: a request may choose a sender configured at start-up
+    /// (`WEBHOOK_SENDER`), never bring a key or a key file of its own — even the right one.
+    @Test func requestsChooseAmongConfiguredSecretsNeverBringTheirOwn() throws {
+        let directory = NSTemporaryDirectory() + "webhook-senders-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        try "\(Contract.secret)\n".write(toFile: directory + "/hedera.secret", atomically: true, encoding: .utf8)
+        try "another-secret-0123\n".write(toFile: directory + "/other.secret", atomically: true, encoding: .utf8)
+        let server = try FastCGIServerProcess(.ownSocket, environment: [:], arguments: ["--secrets-dir", directory])
         let row = Contract.rows.first { $0.status == 200 }!
-        #expect(try server.send(row).status == 500)
-        #expect(try server.send(row, secret: Contract.secret).status == 200)
-        #expect(try server.send(row, secret: "wrong-but-long-enough").status == 400)
-        #expect(server.log.contains("requests need a per-request API_SECRET_KEY"))
+        #expect(try server.send(row).status == 500)  // no standard secret configured
+        #expect(try server.send(row, params: ["WEBHOOK_SENDER": "hedera"]).status == 200)
+        #expect(try server.send(row, params: ["WEBHOOK_SENDER": "other"]).status == 400)
+        #expect(try server.send(row, params: ["WEBHOOK_SENDER": "nobody"]).status == 500)
+        #expect(try server.send(row, params: ["WEBHOOK_SENDER": "../hedera"]).status == 500)
+        for param in ["API_SECRET_KEY", "API_SECRET_KEY_PREVIOUS"] {
+            #expect(try server.send(row, params: ["WEBHOOK_SENDER": "hedera", param: Contract.secret]).status == 500)
+        }
+        #expect(try server.send(row, params: ["API_SECRET_KEY_FILE": directory + "/hedera.secret"]).status == 500)
         #expect(server.stop() == 0)
+        #expect(server.log.contains("senders from \(directory): hedera, other"))
+        #expect(server.log.contains("secrets cannot come with a request"))
+        #expect(!server.log.contains(Contract.secret))
     }
 
     /// SIGTERM while a body is still arriving: that request is answered correctly, then the server exits 0.
@@ -97,7 +111,7 @@ import Glibc
         let row = Contract.rows.first { $0.status == 200 }!
         do {
             let stalled = try RawFastCGIClient(socket: server.socket)
-            stalled.start(params: row.params(secret: nil), body: Array(row.body.prefix(10)))
+            stalled.start(params: row.params(), body: Array(row.body.prefix(10)))
             let started = Date()
             for _ in 0..<3 { #expect(try server.send(row).status == 200) }
             #expect(Date().timeIntervalSince(started) < 2)
@@ -110,7 +124,7 @@ import Glibc
         let server = try FastCGIServerProcess(.ownSocket, workers: 1, arguments: ["--read-timeout-seconds", "1"])
         let row = Contract.rows.first { $0.status == 200 }!
         let stalled = try RawFastCGIClient(socket: server.socket)
-        stalled.start(params: row.params(secret: nil), body: Array(row.body.prefix(10)))
+        stalled.start(params: row.params(), body: Array(row.body.prefix(10)))
         let started = Date()
         #expect(try server.send(row).status == 200)   // served by the same, only worker, once it is free
         let waited = Date().timeIntervalSince(started)

@@ -13,7 +13,7 @@ import Testing
 
     func post(_ extra: [String: String]) throws -> (CGIResponse, Programs.Finished) {
         let finished = try Programs.run(
-            Programs.handler, environment: row.params(secret: Contract.secret).merging(extra) { $1 }, stdin: row.body)
+            Programs.handler, environment: row.params(["API_SECRET_KEY": Contract.secret].merging(extra) { $1 }), stdin: row.body)
         return (try CGIResponse(finished.stdout), finished)
     }
 
@@ -60,12 +60,15 @@ import Testing
         #expect(try String(contentsOfFile: spool + "/hook.log", encoding: .utf8).contains("exited with status 7"))
         #expect(files("new") == [id])
         #expect(files("cur").isEmpty)
+        #expect(try String(contentsOfFile: spool + "/.hook-failed/" + id, encoding: .utf8).contains("status 7"))
 
         let retry = try Programs.run(Programs.handler, ["spool", "retry", "--spool-dir", spool,
                                                         "--exec", "cat > \(directory)/retried"], environment: [:])
         #expect(retry.status == 0, "\(retry.stderr)")
-        #expect(String(decoding: retry.stdout, as: UTF8.self) == "1 delivered, 0 left in new/\n")
+        #expect(String(decoding: retry.stdout, as: UTF8.self)
+            == "1 delivered, 0 failed (left in new/), 0 being run by a hook runner already\n")
         #expect(files("cur") == [id])
+        #expect(!FileManager.default.fileExists(atPath: spool + "/.hook-failed/" + id))
         #expect(try Data(contentsOf: URL(fileURLWithPath: directory + "/retried")) == Data(Contract.seedPayload))
     }
 

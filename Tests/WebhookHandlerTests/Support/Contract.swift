@@ -19,13 +19,12 @@ struct ContractRow: Sendable, CustomTestStringConvertible {
     var testDescription: String { name }
 
     /// The CGI meta-variables a web server would set for this row.
-    func params(secret: String?) -> [String: String] {
+    func params(_ extra: [String: String] = [:]) -> [String: String] {
         var params = ["GATEWAY_INTERFACE": "CGI/1.1", "REQUEST_METHOD": method, "SCRIPT_NAME": "/api/webhook",
                       "SERVER_PROTOCOL": "HTTP/1.1", "REMOTE_ADDR": "127.0.0.1", "CONTENT_TYPE": "application/json"]
         params["HTTP_X_SIGNATURE"] = signature
         params["CONTENT_LENGTH"] = contentLength ?? (method == "POST" ? String(body.count) : nil)
-        params["API_SECRET_KEY"] = secret
-        return params
+        return params.merging(extra) { $1 }
     }
 
     func check(_ response: CGIResponse) throws {

@@ -61,10 +61,12 @@ final class FastCGIServerProcess: @unchecked Sendable {
     }
 
     /// Sends one request through libfcgi's own client, `cgi-fcgi`, as a web server would.
-    func send(_ row: ContractRow, secret: String? = nil, midway: (@Sendable () -> Void)? = nil) throws -> CGIResponse {
+    func send(_ row: ContractRow, params extra: [String: String] = [:], midway: (@Sendable () -> Void)? = nil) throws
+        -> CGIResponse
+    {
         let finished = try Programs.run(
             try Programs.system("cgi-fcgi"), ["-bind", "-connect", socket],
-            environment: row.params(secret: secret), stdin: row.body, midway: midway)
+            environment: row.params(extra), stdin: row.body, midway: midway)
         return try CGIResponse(finished.stdout)
     }
 
