@@ -39,6 +39,9 @@ public struct Hook: Sendable {
         var output: [Int32] = [-1, -1]
         guard pipe(&output) == 0 else { return Result(succeeded: false, summary: "pipe: \(String(cString: strerror(errno)))") }
         defer { close(output[0]) }
+        // Close-on-exec: the command gets the write end as its stdout and stderr only, so that a background process
+        // it starts (with its own output elsewhere) does not keep the pipe open and the run waiting.
+        for fd in output { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
 
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)

@@ -107,7 +107,7 @@ public struct Spool: Sendable {
             let name = path(subdirectory, id)
             let fd = retryingOnInterrupt { open(name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW) }
             if fd < 0 {
-                if errno == ENOENT { continue }
+                if errno == ENOENT || errno == ENOTDIR { continue }
                 throw SystemError(operation: "open \(name)", code: errno)
             }
             defer { close(fd) }
