@@ -15,19 +15,12 @@ Usage: deliveries.py PATH/TO/webhook-handler
 """
 import hashlib, hmac, json, os, signal, socket, struct, subprocess, sys, tempfile, threading, time
 
+from checks import Checks, parse_cgi, wait_until
+
 HANDLER = os.path.realpath(sys.argv[1])
 SECRET = "deliveries-secret-%d" % os.getpid()
-passed = failed = 0
-
-
-def expect(name, condition, detail=""):
-    global passed, failed
-    if condition:
-        passed += 1
-        print("ok   " + name, flush=True)
-    else:
-        failed += 1
-        print("FAIL %s %s" % (name, detail), flush=True)
+checks = Checks()
+expect = checks.expect
 
 
 def sign(body):
@@ -38,13 +31,6 @@ def payload(tag):
     return json.dumps({"tag": tag, "at": time.time()}).encode()
 
 
-def parse_cgi(raw):
-    head, _, body = raw.partition(b"\r\n\r\n")
-    headers = {}
-    for line in head.decode(errors="replace").split("\r\n"):
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    return int(headers.get("status", "0")[:3] or 0), headers, body
 
 
 def cgi_env(body, spool=None, method="POST", **extra):
@@ -84,13 +70,6 @@ def alive(pid):
         return False
 
 
-def wait_until(condition, seconds=10):
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
 
 
 class Server:
@@ -482,8 +461,7 @@ def main():
                 test(work)
             except Exception as error:  # a test that cannot even run is a failure, not a crash of the suite
                 expect("%s ran" % test.__name__, False, repr(error))
-    print("%d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
+    return checks.summary()
 
 
 if __name__ == "__main__":

@@ -11,9 +11,12 @@ chmod 755 "$work"                      # nginx workers (user nobody) must reach 
 recipes=$(realpath "$(dirname "${BASH_SOURCE[0]}")/../../deploy/nginx")
 soak_lua=$(realpath "$(dirname "${BASH_SOURCE[0]}")/soak.lua")  # for wrk_checked
 
+# signal_group SIG PID: to PID's whole process group (start gives each server one), else to PID alone.
+signal_group() { kill "-$1" -- "-$2" 2>/dev/null || kill "-$1" "$2" 2>/dev/null || true; }
+
 cleanup() {
     local pid
-    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do signal_group TERM "$pid"; done
     for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
     pids=()
     rm -rf "$work"
@@ -36,21 +39,22 @@ free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
 
-# start NAME LOG COMMAND...: runs COMMAND in the background, remembering its pid in $last_pid.
+# start NAME LOG COMMAND...: runs COMMAND in the background in a process group of its own (so that stopping it
+# stops whatever it forked too, e.g. fcgiwrap's children), remembering its pid in $last_pid.
 start() {
     local name=$1 log=$2; shift 2
-    "$@" >>"$log" 2>&1 &
+    setsid "$@" >>"$log" 2>&1 &
     last_pid=$!
     pids+=("$last_pid")
     echo "started $name (pid $last_pid)"
 }
 
-# stop PID: SIGTERM, then wait for it; its exit status is left in $stopped_status.
+# stop PID: SIGTERM to its process group, then wait for it; its exit status is left in $stopped_status.
 # (Not called in $(...): a subshell cannot wait for this shell's children.)
 stop() {
     local pid=$1
     stopped_status=0
-    kill -TERM "$pid" 2>/dev/null || true
+    signal_group TERM "$pid"
     wait "$pid" 2>/dev/null || stopped_status=$?
     local kept=() p
     for p in "${pids[@]}"; do [ "$p" = "$pid" ] || kept+=("$p"); done

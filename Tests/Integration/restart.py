@@ -13,23 +13,16 @@ Usage: restart.py PATH/TO/webhook-handler [--requests N] [--restart-every SECOND
 """
 import asyncio, hashlib, hmac, json, os, signal, socket, subprocess, sys, tempfile, threading, time
 
+from checks import Checks, wait_until
+
 HANDLER = os.path.realpath(sys.argv[1])
 REQUESTS = int(sys.argv[sys.argv.index("--requests") + 1]) if "--requests" in sys.argv else 100_000
 EVERY = float(sys.argv[sys.argv.index("--restart-every") + 1]) if "--restart-every" in sys.argv else 2.0
 CONNECTIONS = 16
 SECRET = b"restart-secret-%d" % os.getpid()
 RECIPES = os.path.join(os.path.dirname(os.path.realpath(__file__)), "..", "..", "deploy", "nginx")
-passed = failed = 0
-
-
-def expect(name, condition, detail=""):
-    global passed, failed
-    if condition:
-        passed += 1
-        print("ok   " + name, flush=True)
-    else:
-        failed += 1
-        print("FAIL %s %s" % (name, detail), flush=True)
+checks = Checks()
+expect = checks.expect
 
 
 def free_port():
@@ -55,7 +48,7 @@ class Nginx:
                     "events { worker_connections 1024; }\nhttp {\n access_log off;\n%s%s\n}\n"
                     % (work, self.error_log, temp, site))
         self.process = subprocess.Popen(["nginx", "-e", self.error_log, "-c", conf], stdin=subprocess.DEVNULL)
-        wait_until(lambda: connectable(self.port), "nginx")
+        started(lambda: connectable(self.port), "nginx")
 
     def stop(self):
         self.process.terminate()
@@ -75,13 +68,9 @@ def connectable(port):
         return False
 
 
-def wait_until(condition, what, seconds=10):
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise RuntimeError("timed out waiting for " + what)
+def started(condition, what):
+    if not wait_until(condition):
+        raise RuntimeError("timed out waiting for " + what)
 
 
 async def load(port, total, run):
@@ -202,7 +191,7 @@ def listen_and_sighup(work):
         handler.append(subprocess.Popen([HANDLER, "--listen", socket_path, "--socket-mode", "0666", "--spool-dir",
                                          os.path.join(work, "spool")], env=env, stdin=subprocess.DEVNULL,
                                         stdout=log, stderr=log))
-        wait_until(lambda: os.path.exists(socket_path), "the handler's socket")
+        started(lambda: os.path.exists(socket_path), "the handler's socket")
 
     def restart():
         handler[0].send_signal(signal.SIGHUP)
@@ -224,8 +213,7 @@ def main():
         with tempfile.TemporaryDirectory(prefix="webhook-restart-") as work:
             os.chmod(work, 0o755)  # nginx's workers (nobody) reach the socket in here
             mode(work)
-    print("%d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
+    return checks.summary()
 
 
 if __name__ == "__main__":

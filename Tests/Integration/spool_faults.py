@@ -12,35 +12,17 @@ Usage: spool_faults.py PATH/TO/webhook-handler [--rounds N]
 """
 import hashlib, hmac, json, os, random, signal, subprocess, sys, tempfile, threading, time
 
+from checks import Checks, parse_cgi
+
 HANDLER = os.path.realpath(sys.argv[1])
 ROUNDS = int(sys.argv[sys.argv.index("--rounds") + 1]) if "--rounds" in sys.argv else 12
 SECRET = "spool-fault-secret-%d" % os.getpid()
-passed = failed = 0
-
-
-def expect(name, condition, detail=""):
-    global passed, failed
-    if condition:
-        passed += 1
-        print("ok   " + name)
-    else:
-        failed += 1
-        print("FAIL %s %s" % (name, detail))
+checks = Checks()
+expect = checks.expect
 
 
 def sign(body):
     return hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-
-
-def parse_cgi(raw):
-    head, _, body = raw.partition(b"\r\n\r\n")
-    headers = {}
-    for line in head.decode(errors="replace").split("\r\n"):
-        if ":" in line:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-    status = int(headers.get("status", "0")[:3] or 0)
-    return status, headers, body
 
 
 def cgi(body, spool):
@@ -219,14 +201,12 @@ def test_crash(work):
 
 def main():
     if os.geteuid() != 0:
-        print("FAIL spool_faults.py needs root (it mounts a tmpfs)")
-        print("0 passed, 1 failed")
-        return 1
+        expect("spool_faults.py runs as root (it mounts a tmpfs)", False)
+        return checks.summary()
     with tempfile.TemporaryDirectory(prefix="webhook-spool-") as work:
         test_full_and_read_only(work)
         test_crash(work)
-    print("%d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
+    return checks.summary()
 
 
 if __name__ == "__main__":

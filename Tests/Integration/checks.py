@@ -1,0 +1,42 @@
+"""What the Python integration tests share: the `ok`/`FAIL` lines and the closing `N passed, N failed` line that
+CI reads, polling for a condition, and reading a CGI response (status line, headers, body)."""
+import time
+
+
+class Checks:
+    def __init__(self):
+        self.passed = self.failed = 0
+
+    def expect(self, name, condition, detail=""):
+        if condition:
+            self.passed += 1
+            print("ok   " + name, flush=True)
+        else:
+            self.failed += 1
+            print("FAIL %s %s" % (name, detail), flush=True)
+
+    def summary(self):
+        """Prints the closing line; returns the exit status."""
+        print("%d passed, %d failed" % (self.passed, self.failed))
+        return 1 if self.failed else 0
+
+
+def wait_until(condition, seconds=10):
+    """Polls `condition` for up to `seconds`; returns its last answer."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+def parse_cgi(raw):
+    """(status, lower-cased headers, body) of a CGI response."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    headers = {}
+    for line in head.decode(errors="replace").split("\r\n"):
+        if ":" in line:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+    return int(headers.get("status", "0")[:3] or 0), headers, body
