@@ -8,6 +8,7 @@ let package = Package(
     name: "webhook-handler",
     products: [
         .executable(name: "webhook-handler", targets: ["webhook-handler"]),
+        .executable(name: "webhook-forwarder", targets: ["webhook-forwarder"]),
         .library(name: "WebhookCore", targets: ["WebhookCore"]),
     ],
     dependencies: [
@@ -23,6 +24,12 @@ let package = Package(
         ),
         /// Linux calls and constants Swift's Glibc does not import (O_TMPFILE, prctl), as fixed-signature functions.
         .systemLibrary(name: "CLinux"),
+        /// libpq from Debian's libpq-dev, `libpq-fe.h` only: for webhook-forwarder, never the handler.
+        .systemLibrary(
+            name: "CLibPQ",
+            pkgConfig: "libpq",
+            providers: [.apt(["libpq-dev"])]
+        ),
         /// The pure verification core: no libfcgi, no file or network I/O.
         .target(
             name: "WebhookCore",
@@ -39,6 +46,21 @@ let package = Package(
             dependencies: [
                 "WebhookGateway",
                 "WebhookCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        /// Spool -> PostgreSQL -> consumers: all libpq work lives here.
+        .target(
+            name: "WebhookForwarding",
+            dependencies: ["CLibPQ", "CLinux", "WebhookGateway"],
+            swiftSettings: [.enableUpcomingFeature("InternalImportsByDefault")]
+        ),
+        /// A second executable, so that the handler (and its CGI start-up) never pays for libpq.
+        .executableTarget(
+            name: "webhook-forwarder",
+            dependencies: [
+                "WebhookForwarding",
+                "WebhookGateway",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

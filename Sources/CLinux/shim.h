@@ -4,8 +4,11 @@
 // Linux facilities Swift's Glibc module does not import: some are macros built from other macros or declared only
 // under _GNU_SOURCE, and prctl is variadic. Each is wrapped in a function with a fixed signature; nothing here
 // allocates or keeps state.
+#include <errno.h>
 #include <fcntl.h>
+#include <unistd.h>
 #include <signal.h>
+#include <sys/inotify.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -30,5 +33,17 @@ static inline int clinux_signal_fd(const sigset_t *signals) {
 /// accept4(2) with SOCK_CLOEXEC, so that no command the handler starts inherits the connection.
 extern int accept4(int, struct sockaddr *, socklen_t *, int);
 static inline int clinux_accept_cloexec(int listening) { return accept4(listening, 0, 0, SOCK_CLOEXEC); }
+
+/// A descriptor that becomes readable when a file is created in, or moved into, `directory` (inotify).
+static inline int clinux_watch_directory(const char *directory) {
+    int fd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+    if (fd >= 0 && inotify_add_watch(fd, directory, IN_CREATE | IN_MOVED_TO) < 0) {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+        return -1;
+    }
+    return fd;
+}
 
 #endif

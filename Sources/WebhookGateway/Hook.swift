@@ -106,6 +106,8 @@ public struct Hook: Sendable {
             "WEBHOOK_LENGTH=\(envelope.length)",
             "WEBHOOK_REMOTE_ADDR=\(envelope.remoteAddress ?? "")",
             "WEBHOOK_CONTENT_TYPE=\(envelope.contentType ?? "")",
+            "WEBHOOK_SENDER=\(envelope.sender ?? "")",
+            "WEBHOOK_SCHEME=\(envelope.scheme ?? "")",
         ]
         if let file { variables.append("WEBHOOK_FILE=\(file)") }
         return variables
@@ -117,18 +119,24 @@ extension Hook {
     func handOff(_ body: [UInt8], envelope: Envelope, slots: HookSlots?) -> Outcome {
         let slot = slots?.acquire()
         defer { if let slot, slot >= 0 { close(slot) } }
+        let result = run(body: body, envelope: envelope)
+        Log.write("hook \(envelope.id): \(result.summary)")
+        return result.succeeded ? .verified : .handOffFailed("the hook \(result.summary)")
+    }
+
+    /// Runs the command with `body` on stdin (buffered in an unnamed temporary file, so that the command may read
+    /// it at its own pace).
+    public func run(body: [UInt8], envelope: Envelope) -> Result {
         var template = Array("\(Environment.value("TMPDIR") ?? "/tmp")/webhook-body.XXXXXX".utf8CString)
         let fd = mkstemp(&template)
-        guard fd >= 0 else { return .handOffFailed("cannot buffer the body: \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else { return Result(succeeded: false, summary: "cannot buffer the body: \(String(cString: strerror(errno)))") }
         defer { close(fd) }
         _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
         template.withUnsafeBufferPointer { _ = unlink($0.baseAddress!) }
         guard writeAll(fd, body) == nil, lseek(fd, 0, SEEK_SET) == 0 else {
-            return .handOffFailed("cannot buffer the body: \(String(cString: strerror(errno)))")
+            return Result(succeeded: false, summary: "cannot buffer the body: \(String(cString: strerror(errno)))")
         }
-        let result = run(input: fd, envelope: envelope, file: nil)
-        Log.write("hook \(envelope.id): \(result.summary)")
-        return result.succeeded ? .verified : .handOffFailed("the hook \(result.summary)")
+        return run(input: fd, envelope: envelope, file: nil)
     }
 
     /// With a spool, after a new payload was stored: if fewer than `concurrency` runners are at work, start one.

@@ -42,7 +42,8 @@ public struct Spool: Sendable {
     var directoryMode: mode_t { groupReadable ? 0o750 : 0o700 }
     var fileMode: mode_t { groupReadable ? 0o640 : 0o600 }
 
-    func path(_ subdirectory: String, _ name: String = "") -> String {
+    /// `DIR/SUBDIRECTORY`, or the file NAME in it.
+    public func path(_ subdirectory: String, _ name: String = "") -> String {
         name.isEmpty ? "\(directory)/\(subdirectory)" : "\(directory)/\(subdirectory)/\(name)"
     }
 
@@ -205,6 +206,24 @@ extension Spool {
         let failed = (try? names(in: ".hook-failed").count) ?? 0
         if failed > 0 { lines.append("hook failed for \(failed) of new/ (spool retry runs them again)") }
         return "spool \(directory)\n" + lines.joined(separator: "\n")
+    }
+}
+
+extension Spool {
+    /// The envelope and body of `new/ID`, or nil if it is gone or unreadable.
+    public func payload(_ id: String) -> (envelope: Envelope, body: [UInt8])? {
+        let fd = open(path("new", id), O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        guard let envelope = Envelope.read(from: fd), let body = readAll(fd), body.count == envelope.length else {
+            return nil
+        }
+        return (envelope, body)
+    }
+
+    /// Moves `new/ID` to `cur/`: a consumer has it. False if it could not be moved.
+    public func markTaken(_ id: String) -> Bool {
+        rename(path("new", id), path("cur", id)) == 0
     }
 }
 

@@ -11,6 +11,7 @@ source "$(dirname "$0")/lib.sh"
 
 handler=$(realpath "${1:?usage: apache.sh HANDLER PORTABLE}")
 portable=$(realpath "${2:?usage: apache.sh HANDLER PORTABLE}")
+forwarder="$(dirname "$handler")/webhook-forwarder"  # built beside the handler; its unit is verified with the others
 deploy=$(realpath "$(dirname "$0")/../../deploy")
 secret="apache-secret-$$-$RANDOM"
 printf '%s\n' "$secret" >"$work/secret"
@@ -115,8 +116,11 @@ expect "the dynamic build does not (so the check above can fail)" sh -c "$(decla
 echo "== systemd units"
 mkdir -p "$work/units"
 sed "s|/usr/local/bin/webhook-handler|$handler|" "$deploy/systemd/webhook-handler.service" >"$work/units/webhook-handler.service"
+sed "s|/usr/local/bin/webhook-forwarder|$forwarder|" "$deploy/systemd/webhook-forwarder.service" \
+    >"$work/units/webhook-forwarder.service"
 cp "$deploy/systemd/webhook-handler.socket" "$work/units/"
-verified=$(cd "$work/units" && systemd-analyze verify ./webhook-handler.socket ./webhook-handler.service 2>&1) && status=0 || status=$?
+verified=$(cd "$work/units" && systemd-analyze verify ./webhook-handler.socket ./webhook-handler.service \
+    ./webhook-forwarder.service 2>&1) && status=0 || status=$?
 expect "systemd: units verify cleanly${verified:+ ($verified)}" test "$status" = 0 -a -z "$verified"
 
 expect "no log line anywhere holds the secret" sh -c "! grep -rqF -- '$secret' '$work'/*.log"

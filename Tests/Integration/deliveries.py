@@ -215,6 +215,18 @@ def test_fork_failure(work):
     server.stop()
 
 
+def test_backoff(work):
+    """A worker that fails at once (here: signalfd refused with EMFILE in every worker) is not re-forked every
+    second: the pause doubles, 1, 2, 4 … s."""
+    server = Server(work, "backoff", ["--workers", "1"], strace=["-e", "inject=signalfd4:error=EMFILE"])
+    time.sleep(8)
+    text = server.text()
+    server.stop()
+    deaths = text.count("worker cannot serve")
+    expect("backoff: a worker failing at once is started again ever more slowly (%d times in 8 s; 1 s apart would "
+           "be 8)" % deaths, 2 <= deaths <= 5 and "starting another in 4s" in text, text[-300:])
+
+
 def test_parent_death(work):
     server = Server(work, "orphans", ["--workers", "2"])
     workers = server.workers()
@@ -454,7 +466,7 @@ def test_hook_without_spool(work):
 
 def main():
     with tempfile.TemporaryDirectory(prefix="webhook-deliveries-") as work:
-        for test in (test_spool, test_fork_failure, test_parent_death, test_silent_peers,
+        for test in (test_spool, test_fork_failure, test_backoff, test_parent_death, test_silent_peers,
                      test_sigterm_with_a_silent_connection, test_sigusr1_mid_body, test_cgi_sigterm, test_undelivered,
                      test_bounded_runners, test_retry_and_failed_moves, test_hook_without_spool):
             try:

@@ -1,0 +1,45 @@
+"""A PostgreSQL server of a test's own, started and stopped by it on 127.0.0.1 (Tests/Integration/postgres.py,
+bench/forward.py)."""
+import os, shutil, socket, subprocess
+
+BIN = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Postgres:
+    """A PostgreSQL server of its own: initdb into a private directory, trust on 127.0.0.1, run as `postgres`
+    (PostgreSQL refuses root)."""
+
+    def __init__(self, work, name):
+        self.directory = os.path.join(work, name)
+        os.makedirs(self.directory)
+        shutil.chown(self.directory, "postgres", "postgres")
+        self.port = free_port()
+        self.as_postgres([os.path.join(BIN, "initdb"), "-D", self.data, "-A", "trust", "-U", "postgres", "--no-sync"])
+        self.start()
+
+    data = property(lambda self: os.path.join(self.directory, "data"))
+    url = property(lambda self: "host=127.0.0.1 port=%d user=postgres dbname=postgres connect_timeout=5" % self.port)
+
+    def as_postgres(self, command):
+        subprocess.run(["runuser", "-u", "postgres", "--"] + command, check=True, capture_output=True)
+
+    def start(self):
+        self.as_postgres([os.path.join(BIN, "pg_ctl"), "-D", self.data, "-l", os.path.join(self.directory, "log"),
+                          "-w", "-o", "-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=on" % (self.port, self.directory),
+                          "start"])
+
+    def stop(self):
+        self.as_postgres([os.path.join(BIN, "pg_ctl"), "-D", self.data, "-m", "fast", "-w", "stop"])
+
+    def sql(self, query):
+        done = subprocess.run(["psql", "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", self.url, "-c", query],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(done.stderr)
+        return done.stdout.strip()
