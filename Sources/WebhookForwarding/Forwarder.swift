@@ -73,6 +73,10 @@ public struct Forwarder: Sendable {
 
     /// Connects, creates the table if needed, and says where it is connected.
     func connect() throws(PostgresError) -> PostgresConnection {
+        if access("\(spool.directory)/.hook-slots", F_OK) == 0 {
+            Log.write("warning: the handler of \(spool.directory) also runs an --exec hook: each payload goes either to "
+                + "the hook or to PostgreSQL; run the command with webhook-forwarder consume --exec instead")
+        }
         let connection = try PostgresConnection(databaseURL)
         try Schema.ensure(on: connection)
         return connection

@@ -213,6 +213,34 @@ def test_failover(work, pg):
     pg.start()
 
 
+def test_once_and_hooks(work, pg):
+    spool = os.path.join(work, "once")
+    for n in range(3):
+        deliver(spool, payload(n, "once"))
+    forward(spool, pg.url)
+    pending = int(pg.sql("SELECT count(*) FROM webhook_payloads WHERE state = 'pending'"))
+    failing = subprocess.run([FORWARDER, "consume", "--once", "--database-url", pg.url, "--exec", "echo no >&2; exit 3"],
+                             capture_output=True, text=True, timeout=60)
+    retried = pg.sql("SELECT count(*) FROM webhook_payloads WHERE state = 'pending' AND attempts = 1 AND "
+                     "available_at > now() AND last_error LIKE 'exited with status 3%'")
+    expect("consume --once: a failing command exits 1 and leaves each payload for a later try (%s)"
+           % failing.stdout.strip(), failing.returncode == 1 and int(retried) == pending, failing.stderr[-300:])
+    pg.sql("UPDATE webhook_payloads SET available_at = now() WHERE state = 'pending'")
+    passing = subprocess.run([FORWARDER, "consume", "--once", "--database-url", pg.url, "--exec", "cat > /dev/null"],
+                             capture_output=True, text=True, timeout=60)
+    expect("consume --once: handles what is there and exits 0 (%s)" % passing.stdout.strip(),
+           passing.returncode == 0 and passing.stdout.strip() == "%d done, 0 failed" % pending)
+
+    hooked = os.path.join(work, "hooked")
+    body = payload(1, "hooked")
+    env = {"GATEWAY_INTERFACE": "CGI/1.1", "REQUEST_METHOD": "POST", "CONTENT_LENGTH": str(len(body)),
+           "HTTP_X_SIGNATURE": sign(body), "API_SECRET_KEY": SECRET, "WEBHOOK_SPOOL_DIR": hooked, "WEBHOOK_EXEC": "true"}
+    subprocess.run([HANDLER], env=env, input=body, capture_output=True, timeout=30)
+    warned = forward(hooked, pg.url)
+    expect("a forwarder on a spool whose handler also runs --exec says each payload goes to one of them",
+           "also runs an --exec hook" in warned.stderr, warned.stderr[-300:])
+
+
 def test_purge(work, pg):
     pg.sql("UPDATE webhook_payloads SET state = 'done', done_at = now() - interval '10 days' "
            "WHERE id IN (SELECT id FROM webhook_payloads ORDER BY id LIMIT 5)")
@@ -230,7 +258,7 @@ def main():
         pg = Postgres(work, "server-a")
         try:
             for test in (test_two_hosts_and_an_outage, test_crashes, test_service, test_consumers, test_failover,
-                         test_purge):
+                         test_once_and_hooks, test_purge):
                 try:
                     test(work, pg)
                 except Exception as error:  # a test that cannot run is a failure, not a crash of the suite
