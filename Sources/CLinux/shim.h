@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 #include <signal.h>
+#include <stdint.h>
 #include <sys/inotify.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
@@ -33,6 +34,17 @@ static inline int clinux_signal_fd(const sigset_t *signals) {
 /// accept4(2) with SOCK_CLOEXEC, so that no command the handler starts inherits the connection.
 extern int accept4(int, struct sockaddr *, socklen_t *, int);
 static inline int clinux_accept_cloexec(int listening) { return accept4(listening, 0, 0, SOCK_CLOEXEC); }
+
+/// Atomic add and load on 64-bit counters in memory shared between processes (the status scoreboard).
+static inline void clinux_atomic_add(int64_t *counter, int64_t value) {
+    __atomic_fetch_add(counter, value, __ATOMIC_RELAXED);
+}
+static inline int64_t clinux_atomic_load(const int64_t *counter) { return __atomic_load_n(counter, __ATOMIC_RELAXED); }
+static inline void clinux_atomic_store(int64_t *counter, int64_t value) { __atomic_store_n(counter, value, __ATOMIC_RELAXED); }
+/// Sets `*counter` to `desired` if it holds `expected`; says whether it did.
+static inline _Bool clinux_atomic_replace(int64_t *counter, int64_t expected, int64_t desired) {
+    return __atomic_compare_exchange_n(counter, &expected, desired, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+}
 
 /// A descriptor that becomes readable when a file is created in, or moved into, `directory` (inotify).
 static inline int clinux_watch_directory(const char *directory) {

@@ -14,6 +14,8 @@ struct AccessRecord {
     let seconds: Double
     /// False when the web server had gone before the response could be written.
     var delivered: Bool
+    /// A request to the status or ping endpoint: neither logged nor counted.
+    var isEndpoint = false
 
     /// `2026-11-29T09:30:00Z webhook-handler[812]: 127.0.0.1 POST 400 bytes=2 time=0.21ms reason="…"`
     var line: String {
@@ -76,6 +78,11 @@ public enum Log {
     /// `text` as is, in one `write(2)`.
     public static func writeStandardError(_ text: String) {
         _ = writeAll(STDERR_FILENO, Array(text.utf8))
+    }
+
+    /// `text` as is on stdout, in one `write(2)`.
+    public static func writeStandardOutput(_ text: String) {
+        _ = writeAll(STDOUT_FILENO, Array(text.utf8))
     }
 
     /// Client-supplied text made safe for one log line: no control characters, quotes or unbounded length.

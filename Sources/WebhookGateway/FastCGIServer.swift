@@ -45,7 +45,7 @@ public struct FastCGIServer: Sendable {
     /// How long a connection may stay silent (before its first record, mid-body, or idle between kept-alive
     /// requests).
     public let readTimeoutSeconds: Double
-    public let responder: Responder
+    public var responder: Responder
 
     public init(listener: Listener, workers: Int, graceSeconds: Double, readTimeoutSeconds: Double = 30,
                 responder: Responder) {
@@ -86,7 +86,9 @@ public struct FastCGIServer: Sendable {
         // non-blocking, because every idle worker wakes for a connection and all but one find it taken.
         _ = fcntl(socket, F_SETFD, FD_CLOEXEC)
         _ = fcntl(socket, F_SETFL, fcntl(socket, F_GETFL) | O_NONBLOCK)
-        var supervisor = Supervisor(server: self, socket: socket, signals: signals)
+        var server = self
+        server.responder.scoreboard = Scoreboard(workers: workers)
+        var supervisor = Supervisor(server: server, socket: socket, signals: signals)
         if let handover {
             Log.write("started again on \(listener.description) with \(workers) workers; "
                 + "\(handover.workers.count) workers of the last start finish their connections first")
@@ -196,6 +198,7 @@ private struct Supervisor {
             return
         }
         started[pid] = Clock.now()
+        server.responder.scoreboard?.join(pid)
     }
 
     /// Tells `workers` to finish what they are serving and exit.
@@ -244,6 +247,7 @@ private struct Supervisor {
     private mutating func reap() {
         var status: Int32 = 0
         while case let pid = waitpid(-1, &status, WNOHANG), pid > 0 {
+            server.responder.scoreboard?.leave(pid)
             if retiring.remove(pid) != nil { continue }
             guard let began = started.removeValue(forKey: pid) else { continue }
             let lived = Clock.now() - began
@@ -319,8 +323,11 @@ private struct Worker {
     }
 
     private func serveRequest(_ request: FastCGIRequest) {
+        let scoreboard = server.responder.scoreboard
+        scoreboard?.beginRequest()
         var record = server.responder.respond(over: request)
         if !request.finish() { record.delivered = false }
+        scoreboard?.endRequest(record)
         server.responder.complete(record)
     }
 

@@ -15,6 +15,8 @@ public struct Hook: Sendable {
     public let command: String
     public let timeoutSeconds: Double
     public let concurrency: Int
+    /// Where a FastCGI server counts the runs for its status page.
+    public var scoreboard: Scoreboard?
     /// Without a spool, the directory of the slots that bound how many commands run at once (a FastCGI server
     /// makes a private one); nil leaves them unbounded — a CGI without a spool, bounded by the web server's CGI limit.
     public var privateSlotsDirectory: String?
@@ -30,6 +32,8 @@ public struct Hook: Sendable {
     public struct Result: Sendable {
         public let succeeded: Bool
         public let summary: String
+        /// It ran out of time and was killed.
+        public var timedOut = false
     }
 
     /// Runs the command with `input` (a readable descriptor, positioned at the body) as stdin; waits for it, up to
@@ -77,7 +81,9 @@ public struct Hook: Sendable {
         let took = AccessRecord.milliseconds(Clock.now() - started)
         let lines = text.split(whereSeparator: \.isNewline).joined(separator: " | ")
         let said = lines.isEmpty ? "" : "; output: \(Log.printable(lines, limit: 500))"
-        if timedOut { return Result(succeeded: false, summary: "timed out after \(timeoutSeconds)s and was killed\(said)") }
+        if timedOut {
+            return Result(succeeded: false, summary: "timed out after \(timeoutSeconds)s and was killed\(said)", timedOut: true)
+        }
         return Result(succeeded: status == 0, summary: "\(Signals.describe(waitStatus: status)) in \(took)ms\(said)")
     }
 
@@ -120,6 +126,7 @@ extension Hook {
         let slot = slots?.acquire()
         defer { if let slot, slot >= 0 { close(slot) } }
         let result = run(body: body, envelope: envelope)
+        scoreboard?.countHook(result)
         Log.write("hook \(envelope.id): \(result.summary)")
         return result.succeeded ? .verified : .handOffFailed("the hook \(result.summary)")
     }
@@ -225,6 +232,7 @@ extension Hook {
         }
         guard let envelope = Envelope.read(from: fd) else { return failed("\(file) has no envelope line") }
         let result = run(input: fd, envelope: envelope, file: file)
+        scoreboard?.countHook(result)
         guard result.succeeded else { return failed(result.summary) }
         guard rename(file, spool.path("cur", id)) == 0 else {
             return failed("\(result.summary), but it could not be moved to cur/: \(String(cString: strerror(errno)))")

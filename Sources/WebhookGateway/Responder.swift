@@ -13,7 +13,11 @@ public struct Responder: Sendable {
     /// Where verified payloads are kept before the 200; without one the handler only verifies.
     public let spool: Spool?
     /// The command verified payloads are handed to, if any.
-    public let hook: Hook?
+    public var hook: Hook?
+    /// A FastCGI server's counts, for its status page.
+    public var scoreboard: Scoreboard? {
+        didSet { hook?.scoreboard = scoreboard }
+    }
     /// Which requests get an access line.
     public let accessLog: AccessLogPolicy
 
@@ -31,6 +35,9 @@ public struct Responder: Sendable {
 
     func respond(over channel: some RequestChannel) -> AccessRecord {
         let started = Clock.now()
+        if let endpoint = channel.param(StatusPage.endpointVariable), !endpoint.isEmpty {
+            return StatusPage(scoreboard: scoreboard, spool: spool).respond(to: endpoint, over: channel, started: started)
+        }
         let (verifier, sender, keys) = configuration(for: channel)
         var headers: [String: String] = [:]
         for name in verifier.scheme.params { headers[name] = channel.param(name) }
@@ -85,6 +92,7 @@ public struct Responder: Sendable {
     /// After the response has gone: the access line, then (with a spool) a hook runner for a newly stored
     /// payload. `hookLog` is where that runner logs, when not to stderr.
     func complete(_ record: AccessRecord, hookLog: String? = nil) {
+        if record.isEndpoint { return }
         if accessLog.records(record) { Log.write(record.line) }
         if let hook, let spool, let receipt = record.outcome.receipt, !receipt.duplicate {
             hook.startRunner(for: spool, logFile: hookLog)

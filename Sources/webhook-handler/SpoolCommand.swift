@@ -91,6 +91,29 @@ struct SpoolCommand: ParsableCommand {
     }
 }
 
+/// The spool's status for a CGI set-up, where no process lives between requests to keep counts.
+struct StatusCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "status",
+        abstract: "Print what the spool knows: backlog, age of the oldest payload, hook failures.",
+        discussion: """
+            JSON by default; --openmetrics prints the OpenMetrics text format, e.g. for node_exporter's
+            textfile collector from cron:
+              webhook-handler status --spool-dir DIR --openmetrics > /var/lib/node_exporter/webhook.prom.$$ &&
+                mv /var/lib/node_exporter/webhook.prom.$$ /var/lib/node_exporter/webhook.prom
+            A FastCGI server answers its full status (requests, workers, durations) on a location with
+            fastcgi_param WEBHOOK_ENDPOINT status.
+            """)
+    @OptionGroup var options: SpoolOptions
+    @Flag(name: .long, help: "OpenMetrics text instead of JSON.")
+    var openmetrics = false
+
+    func run() throws {
+        let page = StatusPage(spool: try options.requiredSpool())
+        Log.writeStandardOutput(openmetrics ? page.openMetrics() : page.json())
+    }
+}
+
 extension SpoolOptions {
     func requiredSpool() throws -> Spool {
         guard let spool = Settings.spool(directory: spoolDir) else {

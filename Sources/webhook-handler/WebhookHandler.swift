@@ -48,7 +48,7 @@ struct WebhookHandler: ParsableCommand {
             the secret and signatures are never logged.
             """,
         version: "webhook-handler \(version)",
-        subcommands: [Serve.self, Sign.self, SpoolCommand.self],
+        subcommands: [Serve.self, Sign.self, SpoolCommand.self, StatusCommand.self],
         defaultSubcommand: Serve.self
     )
 }

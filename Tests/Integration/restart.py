@@ -14,63 +14,15 @@ Usage: restart.py PATH/TO/webhook-handler [--requests N] [--restart-every SECOND
 import asyncio, hashlib, hmac, json, os, signal, socket, subprocess, sys, tempfile, threading, time
 
 from checks import Checks, wait_until
+from nginx_server import Nginx, started
 
 HANDLER = os.path.realpath(sys.argv[1])
 REQUESTS = int(sys.argv[sys.argv.index("--requests") + 1]) if "--requests" in sys.argv else 100_000
 EVERY = float(sys.argv[sys.argv.index("--restart-every") + 1]) if "--restart-every" in sys.argv else 2.0
 CONNECTIONS = 16
 SECRET = b"restart-secret-%d" % os.getpid()
-RECIPES = os.path.join(os.path.dirname(os.path.realpath(__file__)), "..", "..", "deploy", "nginx")
 checks = Checks()
 expect = checks.expect
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Nginx:
-    """nginx with the recipe as shipped, only its port and socket path changed (as lib.sh's nginx_with does)."""
-
-    def __init__(self, work, socket_path):
-        self.port = free_port()
-        self.error_log = os.path.join(work, "nginx-error.log")
-        with open(os.path.join(RECIPES, "webhook.conf")) as f:
-            site = f.read().replace("listen 127.0.0.1:8080;", "listen 127.0.0.1:%d;" % self.port) \
-                .replace("unix:/run/webhook-handler/webhook.sock", "unix:" + socket_path) \
-                .replace("include fastcgi_params;", "include /etc/nginx/fastcgi_params;")
-        conf = os.path.join(work, "nginx.conf")
-        temp = "".join("%s_temp_path %s/%s;\n" % (kind, work, kind) for kind in ["client_body", "fastcgi", "proxy", "uwsgi", "scgi"])
-        with open(conf, "w") as f:
-            f.write("daemon off;\nworker_processes 2;\npid %s/nginx.pid;\nerror_log %s info;\n"
-                    "events { worker_connections 1024; }\nhttp {\n access_log off;\n%s%s\n}\n"
-                    % (work, self.error_log, temp, site))
-        self.process = subprocess.Popen(["nginx", "-e", self.error_log, "-c", conf], stdin=subprocess.DEVNULL)
-        started(lambda: connectable(self.port), "nginx")
-
-    def stop(self):
-        self.process.terminate()
-        self.process.wait(timeout=30)
-
-    def problems(self):
-        """Lines of nginx's error log at level error or worse (a dropped upstream connection is one)."""
-        with open(self.error_log, errors="replace") as f:
-            return [line.strip() for line in f if any(level in line for level in ("[error]", "[crit]", "[alert]", "[emerg]"))]
-
-
-def connectable(port):
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
-
-
-def started(condition, what):
-    if not wait_until(condition):
-        raise RuntimeError("timed out waiting for " + what)
 
 
 async def load(port, total, run):
