@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# The Debian packages for real, on this machine (root): built by deploy/debian/build-deb.sh (lintian: no error),
+# installed with dpkg -i, the contract served through the installed nginx snippet and binary, upgraded to a newer
+# build keeping the secret and the spool, removed, purged: nothing left but what Debian policy keeps (the user).
+# systemd does not run here, so the units are checked by systemd-analyze and the handler is started by hand, the
+# way its unit would (as the package's user, the secret from /etc/webhook-handler/secret).
+# Usage: Tests/Integration/deb.sh
+source "$(dirname "$0")/lib.sh"
+cd "$(dirname "$0")/../.."
+
+first=$(WEBHOOK_DEB_REVISION=1 deploy/debian/build-deb.sh | tail -n 1)
+second=$(WEBHOOK_DEB_REVISION=2 deploy/debian/build-deb.sh | tail -n 1)
+forwarder() { echo "${1/webhook-handler_/webhook-forwarder_}"; }
+expect "build: both packages of each build exist" test -f "$first" -a -f "$(forwarder "$first")" -a -f "$second"
+if dpkg-query -W webhook-handler >/dev/null 2>&1; then
+    echo "FAIL webhook-handler is already installed on this machine; the test would change it"; exit 1
+fi
+
+echo "== install"
+dpkg -i "$first" "$(forwarder "$first")" >"$work/install.log" 2>&1 || { cat "$work/install.log"; }
+expect "install: dpkg -i succeeds" sh -c "dpkg-query -W -f='\${Status}\n' webhook-handler webhook-forwarder | grep -c 'install ok installed' | grep -qx 2"
+expect "install: the binaries in /usr/bin" test -x /usr/bin/webhook-handler -a -x /usr/bin/webhook-forwarder
+expect "install: man pages generated from --help" sh -c "man -w webhook-handler && zcat /usr/share/man/man1/webhook-handler.1.gz | grep -q 'spool'"
+expect "install: a system user" sh -c "id -u webhook-handler && test \$(id -u webhook-handler) -lt 1000"
+expect "install: an empty secret file, mode 0640 root:webhook-handler" \
+    sh -c "test ! -s /etc/webhook-handler/secret && test \"\$(stat -c '%a %U:%G' /etc/webhook-handler/secret)\" = '640 root:webhook-handler'"
+expect "install: the spool, owned by the user" test "$(stat -c '%U %a' /var/lib/webhook-handler/spool)" = "webhook-handler 700"
+expect "install: the systemd units" test -f /lib/systemd/system/webhook-handler.socket -a -f /lib/systemd/system/webhook-handler.service -a -f /lib/systemd/system/webhook-forwarder.service
+expect "install: the units verify" sh -c "systemd-analyze verify /lib/systemd/system/webhook-handler.socket /lib/systemd/system/webhook-handler.service /lib/systemd/system/webhook-forwarder.service"
+expect "install: nginx and Apache recipes in place, not enabled" \
+    sh -c "test -f /etc/nginx/snippets/webhook-handler.conf && test -f /etc/apache2/conf-available/webhook-handler.conf && test ! -e /etc/apache2/conf-enabled/webhook-handler.conf && ! grep -rqs 'snippets/webhook-handler' /etc/nginx/sites-enabled /etc/nginx/conf.d"
+refusal=$(sh -c "$(sed -n "s/^ExecStartPre=+\/bin\/sh -c '\(.*\)'$/\1/p" /lib/systemd/system/webhook-handler.service)" 2>&1) && refused=0 || refused=$?
+expect "install: while the secret is empty the service refuses to start, saying why ($refusal)" \
+    sh -c "test $refused != 0 && echo '$refusal' | grep -q 'secret is empty'"
+
+echo "== serve through the installed snippet and binary"
+secret="deb-secret-$$-$RANDOM"
+printf '%s\n' "$secret" >/etc/webhook-handler/secret
+mkdir -p /run/webhook-handler
+chown webhook-handler:webhook-handler /run/webhook-handler
+start webhook-handler "$work/handler.log" runuser -u webhook-handler -- env -i API_SECRET_KEY_FILE=/etc/webhook-handler/secret \
+    /usr/bin/webhook-handler --listen /run/webhook-handler/webhook.sock --socket-mode 0666 \
+    --spool-dir /var/lib/webhook-handler/spool
+handler_pid=$last_pid
+wait_until "the handler's socket" test -S /run/webhook-handler/webhook.sock
+port=$(free_port)
+printf 'server {\n    listen 127.0.0.1:%s;\n    include /etc/nginx/snippets/webhook-handler.conf;\n}\n' "$port" |
+    sed "s|include fastcgi_params;|include /etc/nginx/fastcgi_params;|" >"$work/site.conf"
+sed 's|include fastcgi_params;|include /etc/nginx/fastcgi_params;|' /etc/nginx/snippets/webhook-handler.conf >"$work/snippet.conf"
+sed -i "s|/etc/nginx/snippets/webhook-handler.conf|$work/snippet.conf|" "$work/site.conf"
+start_nginx
+contract "http://127.0.0.1:$port/api/webhook" "$secret" "installed"
+expect "installed: the status page answers" sh -c "curl -s http://127.0.0.1:$port/webhook-status | grep -q '\"stored\":'"
+stored=$(ls /var/lib/webhook-handler/spool/new | wc -l)
+expect "installed: verified payloads are in the package's spool ($stored)" test "$stored" -ge 1
+stop "$nginx_pid"
+stop "$handler_pid"
+
+echo "== upgrade"
+dpkg -i "$second" "$(forwarder "$second")" >"$work/upgrade.log" 2>&1 || cat "$work/upgrade.log"
+expect "upgrade: the newer build is installed" test "$(dpkg-query -W -f='${Version}' webhook-handler)" = 0.1.0-2
+expect "upgrade: the secret is kept" test "$(cat /etc/webhook-handler/secret)" = "$secret"
+expect "upgrade: the spool is kept" test "$(ls /var/lib/webhook-handler/spool/new | wc -l)" = "$stored"
+
+echo "== remove, then purge"
+dpkg -r webhook-forwarder webhook-handler >"$work/remove.log" 2>&1 || cat "$work/remove.log"
+expect "remove: the binaries are gone" test ! -e /usr/bin/webhook-handler -a ! -e /usr/bin/webhook-forwarder
+expect "remove: configuration stays (conffiles, the secret, the spool)" \
+    test -f /etc/nginx/snippets/webhook-handler.conf -a -f /etc/webhook-handler/secret -a -d /var/lib/webhook-handler/spool
+dpkg -P webhook-forwarder webhook-handler >"$work/purge.log" 2>&1 || cat "$work/purge.log"
+expect "purge: the packages are gone" sh -c "! dpkg-query -W -f='\${Status}' webhook-handler 2>/dev/null | grep -q installed"
+expect "purge: configuration, secret and spool are gone" \
+    test ! -e /etc/nginx/snippets/webhook-handler.conf -a ! -e /etc/apache2/conf-available/webhook-handler.conf -a ! -e /etc/webhook-handler -a ! -e /var/lib/webhook-handler
+expect "purge: nothing of the package is left in the unit directories" \
+    sh -c "! ls /lib/systemd/system/webhook-* /etc/systemd/system/*/webhook-* 2>/dev/null | grep -q ."
+rm -rf /run/webhook-handler
+summary
