@@ -1,6 +1,7 @@
 """What the Python integration tests share: the `ok`/`FAIL` lines and the closing `N passed, N failed` line that
-CI reads, polling for a condition, and reading a CGI response (status line, headers, body)."""
-import time
+CI reads, polling for a condition, free ports, and the handler as a CGI (a signed request's environment, the
+response read back)."""
+import hashlib, hmac, socket, time
 
 
 class Checks:
@@ -40,3 +41,21 @@ def parse_cgi(raw):
             name, _, value = line.partition(":")
             headers[name.strip().lower()] = value.strip()
     return int(headers.get("status", "0")[:3] or 0), headers, body
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def signed_cgi_environment(secret, body, spool=None, method="POST", **extra):
+    """What a web server gives the handler as a CGI for `body`, signed with `secret` as the sender signs."""
+    env = {"GATEWAY_INTERFACE": "CGI/1.1", "REQUEST_METHOD": method, "CONTENT_LENGTH": str(len(body)),
+           "CONTENT_TYPE": "application/json", "REMOTE_ADDR": "127.0.0.1", "API_SECRET_KEY": secret,
+           "HTTP_X_SIGNATURE": hmac.new(secret.encode(), body, hashlib.sha256).hexdigest(), "PATH": "/usr/bin:/bin"}
+    if spool:
+        env["WEBHOOK_SPOOL_DIR"] = spool
+    env.update(extra)
+    return env

@@ -15,7 +15,7 @@ Usage: deliveries.py PATH/TO/webhook-handler
 """
 import hashlib, hmac, json, os, signal, socket, struct, subprocess, sys, tempfile, threading, time
 
-from checks import Checks, parse_cgi, wait_until
+from checks import Checks, free_port, parse_cgi, signed_cgi_environment, wait_until
 
 HANDLER = os.path.realpath(sys.argv[1])
 SECRET = "deliveries-secret-%d" % os.getpid()
@@ -34,12 +34,7 @@ def payload(tag):
 
 
 def cgi_env(body, spool=None, method="POST", **extra):
-    env = {"GATEWAY_INTERFACE": "CGI/1.1", "REQUEST_METHOD": method, "CONTENT_LENGTH": str(len(body)),
-           "REMOTE_ADDR": "127.0.0.1", "HTTP_X_SIGNATURE": sign(body), "API_SECRET_KEY": SECRET, "PATH": "/usr/bin:/bin"}
-    if spool:
-        env["WEBHOOK_SPOOL_DIR"] = spool
-    env.update(extra)
-    return env
+    return signed_cgi_environment(SECRET, body, spool, method, **extra)
 
 
 def cgi(body, spool, strace=None, **extra):
@@ -60,6 +55,13 @@ def children(pid):
             return [int(p) for p in f.read().split()]
     except OSError:
         return []
+
+
+def executable(pid):
+    try:
+        return os.readlink("/proc/%d/exe" % pid)
+    except OSError:
+        return None
 
 
 def alive(pid):
@@ -87,9 +89,11 @@ class Server:
         self.process = subprocess.Popen(command, env=environment, stdin=subprocess.DEVNULL, stdout=self.log,
                                         stderr=self.log)
         self.pid = self.process.pid
-        if strace:  # the handler is strace's child
-            wait_until(lambda: children(self.process.pid))
-            self.pid = children(self.process.pid)[0]
+        if strace:  # the handler is strace's child (strace may first fork short-lived children of its own)
+            def handler():
+                return [pid for pid in children(self.process.pid) if executable(pid) == HANDLER]
+            wait_until(handler)
+            self.pid = handler()[0]
         ready = (lambda: os.path.exists(self.socket)) if self.socket.startswith("/") else (lambda: "serving" in self.text())
         if not wait_until(ready):
             raise RuntimeError("the handler did not start: " + self.text())
@@ -252,10 +256,7 @@ def test_silent_peers(work):
     one_byte.close()
     server.stop()
 
-    port = socket.socket()
-    port.bind(("127.0.0.1", 0))
-    address = "127.0.0.1:%d" % port.getsockname()[1]
-    port.close()
+    address = "127.0.0.1:%d" % free_port()
     server = Server(work, "silent-tcp", ["--workers", "1", "--read-timeout-seconds", "1"], listen=address)
     quiet = socket.create_connection(("127.0.0.1", int(address.split(":")[1])))
     time.sleep(0.2)
@@ -349,15 +350,7 @@ def test_undelivered(work):
 
 def handler_processes():
     """Processes running the handler's binary (supervisors, workers and hook runners)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if os.readlink("/proc/%s/exe" % entry) == HANDLER:
-                    found.append(int(entry))
-            except OSError:
-                pass
-    return found
+    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit() and executable(int(entry)) == HANDLER]
 
 
 def test_bounded_runners(work):

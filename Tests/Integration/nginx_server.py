@@ -2,15 +2,9 @@
 does), started and stopped by a Python test (restart.py, status.py)."""
 import os, socket, subprocess
 
-from checks import wait_until
+from checks import free_port, wait_until
 
 RECIPES = os.path.join(os.path.dirname(os.path.realpath(__file__)), "..", "..", "deploy", "nginx")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Nginx:

@@ -13,9 +13,9 @@
 
 Usage: postgres.py PATH/TO/webhook-handler PATH/TO/webhook-forwarder
 """
-import hashlib, hmac, json, os, random, signal, subprocess, sys, tempfile, time
+import hashlib, json, os, random, signal, subprocess, sys, tempfile, time
 
-from checks import Checks, parse_cgi, wait_until
+from checks import Checks, parse_cgi, signed_cgi_environment, wait_until
 from postgres_server import BIN, Postgres
 
 HANDLER, FORWARDER = (os.path.realpath(p) for p in sys.argv[1:3])
@@ -24,15 +24,9 @@ checks = Checks()
 expect = checks.expect
 
 
-def sign(body):
-    return hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-
-
 def deliver(spool, body):
     """One verified delivery to a handler host (the handler as a CGI, storing into `spool`); returns the status."""
-    env = {"GATEWAY_INTERFACE": "CGI/1.1", "REQUEST_METHOD": "POST", "CONTENT_LENGTH": str(len(body)),
-           "CONTENT_TYPE": "application/json", "REMOTE_ADDR": "127.0.0.1", "HTTP_X_SIGNATURE": sign(body),
-           "API_SECRET_KEY": SECRET, "WEBHOOK_SPOOL_DIR": spool}
+    env = signed_cgi_environment(SECRET, body, spool)
     return parse_cgi(subprocess.run([HANDLER], env=env, input=body, capture_output=True, timeout=30).stdout)[0]
 
 
@@ -99,9 +93,9 @@ def test_crashes(work, pg):
                              FORWARDER, "forward", "--once", "--spool-dir", spool, "--database-url", pg.url,
                              "--batch-size", "2000"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     committed = wait_until(lambda: int(pg.sql("SELECT count(*) FROM webhook_payloads")) == before + 1500, seconds=20)
-    with open("/proc/%d/task/%d/children" % (held.pid, held.pid)) as f:
-        forwarder = int(f.read().split()[0])
-    os.kill(forwarder, signal.SIGKILL)  # the forwarder itself: strace would only detach from it
+    with open("/proc/%d/task/%d/children" % (held.pid, held.pid)) as f:  # strace may have probe children too
+        forwarder = [int(pid) for pid in f.read().split() if os.readlink("/proc/%s/exe" % pid) == FORWARDER]
+    os.kill(forwarder[0], signal.SIGKILL)  # the forwarder itself: strace would only detach from it
     held.wait()
     expect("crash after the commit, before the moves: the rows are in, the files still in new/",
            committed and len(new_files(spool)) == 1500)
@@ -233,8 +227,7 @@ def test_once_and_hooks(work, pg):
 
     hooked = os.path.join(work, "hooked")
     body = payload(1, "hooked")
-    env = {"GATEWAY_INTERFACE": "CGI/1.1", "REQUEST_METHOD": "POST", "CONTENT_LENGTH": str(len(body)),
-           "HTTP_X_SIGNATURE": sign(body), "API_SECRET_KEY": SECRET, "WEBHOOK_SPOOL_DIR": hooked, "WEBHOOK_EXEC": "true"}
+    env = signed_cgi_environment(SECRET, body, hooked, WEBHOOK_EXEC="true")
     subprocess.run([HANDLER], env=env, input=body, capture_output=True, timeout=30)
     warned = forward(hooked, pg.url)
     expect("a forwarder on a spool whose handler also runs --exec says each payload goes to one of them",

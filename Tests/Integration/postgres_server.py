@@ -1,14 +1,10 @@
 """A PostgreSQL server of a test's own, started and stopped by it on 127.0.0.1 (Tests/Integration/postgres.py,
 bench/forward.py)."""
-import os, shutil, socket, subprocess
+import os, shutil, subprocess
+
+from checks import free_port
 
 BIN = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, check=True).stdout.strip()
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Postgres:

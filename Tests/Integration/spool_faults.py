@@ -12,7 +12,7 @@ Usage: spool_faults.py PATH/TO/webhook-handler [--rounds N]
 """
 import hashlib, hmac, json, os, random, signal, subprocess, sys, tempfile, threading, time
 
-from checks import Checks, parse_cgi
+from checks import Checks, parse_cgi, signed_cgi_environment
 
 HANDLER = os.path.realpath(sys.argv[1])
 ROUNDS = int(sys.argv[sys.argv.index("--rounds") + 1]) if "--rounds" in sys.argv else 12
@@ -26,10 +26,7 @@ def sign(body):
 
 
 def cgi(body, spool):
-    env = {"GATEWAY_INTERFACE": "CGI/1.1", "REQUEST_METHOD": "POST", "CONTENT_LENGTH": str(len(body)),
-           "CONTENT_TYPE": "application/json", "REMOTE_ADDR": "127.0.0.1", "HTTP_X_SIGNATURE": sign(body),
-           "API_SECRET_KEY": SECRET, "WEBHOOK_SPOOL_DIR": spool}
-    done = subprocess.run([HANDLER], env=env, input=body, capture_output=True, timeout=30)
+    done = subprocess.run([HANDLER], env=signed_cgi_environment(SECRET, body, spool), input=body, capture_output=True, timeout=30)
     return parse_cgi(done.stdout)
 
 
