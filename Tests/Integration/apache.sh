@@ -35,6 +35,7 @@ User nobody
 Group nogroup
 LoadModule mpm_event_module $modules/mod_mpm_event.so
 LoadModule authz_core_module $modules/mod_authz_core.so
+LoadModule authz_host_module $modules/mod_authz_host.so
 LoadModule alias_module $modules/mod_alias.so
 LoadModule dir_module $modules/mod_dir.so
 LoadModule env_module $modules/mod_env.so
@@ -72,6 +73,9 @@ handler_pid=$last_pid
 wait_until "the handler's socket" test -S "$work/handler.sock"
 apache_with "$deploy/apache/proxy-fcgi.conf"
 contract "http://127.0.0.1:$port/api/webhook" "$secret" "mod_proxy_fcgi"
+expect "mod_proxy_fcgi: the status page counts those requests" \
+    sh -c "curl -s 'http://127.0.0.1:$port/webhook-status' | grep -q '\"requests\":{\"200\":[1-9]'"
+expect "mod_proxy_fcgi: ping answers pong" sh -c "curl -s 'http://127.0.0.1:$port/webhook-ping' | grep -qx pong"
 stop "$apache_pid"
 stop "$handler_pid"; expect "mod_proxy_fcgi: handler exits 0 on SIGTERM" test "$stopped_status" = 0
 
