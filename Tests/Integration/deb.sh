@@ -4,6 +4,7 @@
 # build keeping the secret and the spool, removed, purged: nothing left but what Debian policy keeps (the user).
 # systemd does not run here, so the units are checked by systemd-analyze and the handler is started by hand, the
 # way its unit would (as the package's user, the secret from /etc/webhook-handler/secret).
+# It installs and purges the packages on this machine: run it on a test machine, not on one serving webhooks.
 # Usage: Tests/Integration/deb.sh
 source "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/../.."
@@ -12,8 +13,9 @@ first=$(WEBHOOK_DEB_REVISION=1 deploy/debian/build-deb.sh | tail -n 1)
 second=$(WEBHOOK_DEB_REVISION=2 deploy/debian/build-deb.sh | tail -n 1)
 forwarder() { echo "${1/webhook-handler_/webhook-forwarder_}"; }
 expect "build: both packages of each build exist" test -f "$first" -a -f "$(forwarder "$first")" -a -f "$second"
-if dpkg-query -W webhook-handler >/dev/null 2>&1; then
-    echo "FAIL webhook-handler is already installed on this machine; the test would change it"; exit 1
+if dpkg-query -W -f='${Status}' webhook-handler 2>/dev/null | grep -q 'ok installed\|config-files'; then
+    echo "     (purging the webhook-handler packages an earlier, interrupted run of this test left installed)"
+    dpkg -P webhook-forwarder webhook-handler >/dev/null 2>&1 || true
 fi
 
 echo "== install"
