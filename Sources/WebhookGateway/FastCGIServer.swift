@@ -294,6 +294,11 @@ private struct Worker {
             Log.write("worker cannot serve: signalfd: \(String(cString: strerror(errno)))")
             return 1
         }
+        let waiter = clinux_exclusive_waiter(socket, stop)
+        guard waiter >= 0 else {
+            Log.write("worker cannot serve: epoll: \(String(cString: strerror(errno)))")
+            return 1
+        }
         let request: FastCGIRequest
         do { request = try FastCGIRequest() } catch {
             Log.write("worker cannot serve: \(error)")
@@ -312,10 +317,10 @@ private struct Worker {
                 continue
             }
             if stopping { return 0 }
-            switch wait(for: socket, stop: stop, timeout: nil) {
-            case .stop: stopping = true; continue
-            case .timedOut: continue
-            case .ready: break
+            switch clinux_wait(waiter, -1) {
+            case stop: stopping = true; continue
+            case socket: break
+            default: continue  // interrupted
             }
             guard let connection = accept() else { continue }
             if request.begin(on: connection, timeoutSeconds: server.readTimeoutSeconds) { serveRequest(request) }
