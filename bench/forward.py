@@ -8,10 +8,10 @@ the same server in the same run (ratios, not absolute numbers: the machine is sh
 
 Usage: bench/forward.py PATH/TO/webhook-forwarder [--payloads N] [--smoke]
 """
-import hashlib, json, os, re, subprocess, sys, tempfile, time
+import hashlib, json, os, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.realpath(__file__)), "..", "Tests", "Integration"))
-from postgres_server import Postgres  # noqa: E402
+from postgres_server import Postgres, pgbench_inserts  # noqa: E402
 
 FORWARDER = os.path.realpath(sys.argv[1])
 SMOKE = "--smoke" in sys.argv
@@ -31,22 +31,6 @@ def spool_of(directory, count):
             f.write(json.dumps(envelope, separators=(",", ":")).encode() + b"\n" + body)
 
 
-def pgbench(pg, clients, work):
-    script = os.path.join(work, "insert.sql")
-    with open(script, "w") as f:
-        f.write("INSERT INTO bench_rows (id, body) VALUES (md5(random()::text || clock_timestamp()::text), "
-                "convert_to(repeat('x', 1024), 'UTF8'));\n")
-    os.chmod(work, 0o755)
-    os.chmod(script, 0o644)
-    pg.sql("CREATE TABLE IF NOT EXISTS bench_rows (id text PRIMARY KEY, body bytea NOT NULL)")
-    done = subprocess.run(["pgbench", "-n", "-c", str(clients), "-j", str(min(clients, 2)), "-T", str(SECONDS), "-f",
-                           script, pg.url], capture_output=True, text=True)
-    found = re.search(r"tps = ([0-9.]+)", done.stdout)
-    if not found:
-        raise RuntimeError(done.stdout + done.stderr)
-    return float(found.group(1))
-
-
 def main():
     with tempfile.TemporaryDirectory(prefix="webhook-forward-bench-") as work:
         os.chmod(work, 0o755)
@@ -63,7 +47,7 @@ def main():
                 print("FAIL forwarder: %s %s rows=%d" % (done.stdout, done.stderr, rows))
                 return 1
             forwarded = PAYLOADS / took
-            one, sixteen = pgbench(pg, 1, work), pgbench(pg, 16, work)
+            one, sixteen = pgbench_inserts(pg, 1, SECONDS, work), pgbench_inserts(pg, 16, SECONDS, work)
         finally:
             pg.stop()
     print("| workload | per second | vs pgbench, 1 client | vs pgbench, 16 clients |")

@@ -1,6 +1,6 @@
 """A PostgreSQL server of a test's own, started and stopped by it on 127.0.0.1 (Tests/Integration/postgres.py,
 bench/forward.py)."""
-import os, shutil, subprocess
+import os, re, shutil, subprocess
 
 from checks import free_port
 
@@ -39,3 +39,20 @@ class Postgres:
         if done.returncode != 0:
             raise RuntimeError(done.stderr)
         return done.stdout.strip()
+
+
+def pgbench_inserts(pg, clients, seconds, work):
+    """Transactions per second of pgbench inserting one 1 KiB row per transaction into `pg` (synchronous_commit on,
+    the server's default): the anchor for anything that makes payloads durable."""
+    script = os.path.join(work, "insert.sql")
+    with open(script, "w") as f:
+        f.write("INSERT INTO bench_rows (id, body) VALUES (md5(random()::text || clock_timestamp()::text), "
+                "convert_to(repeat('x', 1024), 'UTF8'));\n")
+    os.chmod(script, 0o644)
+    pg.sql("CREATE TABLE IF NOT EXISTS bench_rows (id text PRIMARY KEY, body bytea NOT NULL)")
+    done = subprocess.run(["pgbench", "-n", "-c", str(clients), "-j", str(min(clients, 2)), "-T", str(seconds), "-f",
+                           script, pg.url], capture_output=True, text=True)
+    found = re.search(r"tps = ([0-9.]+)", done.stdout)
+    if not found:
+        raise RuntimeError(done.stdout + done.stderr)
+    return float(found.group(1))
