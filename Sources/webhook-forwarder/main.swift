@@ -13,14 +13,18 @@ struct WebhookForwarderCommand: ParsableCommand {
         commandName: "webhook-forwarder",
         abstract: "Forward a webhook-handler spool to PostgreSQL, and consume the payloads from there.",
         discussion: """
-            forward   moves every payload in the spool's new/ into the table webhook_payloads (created when
-                      absent), one row per payload id, then moves the file to cur/ (the default)
-            consume   runs a command for each payload in the table, each taken by exactly one consumer
+            forward   moves each payload in the spool's new/ into the table
+                      webhook_payloads (created when absent), one row per
+                      payload id, then moves the file to cur/ (the default)
+            consume   runs a command for each payload in the table, each
+                      taken by exactly one of any number of consumers
             purge     deletes payloads handled more than N days ago
 
-            The database is named as libpq names it: a URI (postgresql://user@host/db), key=value pairs
-            ("host=a,b dbname=webhooks target_session_attrs=read-write" for failover), or the PG*
-            environment variables and ~/.pgpass when --database-url and $WEBHOOK_DATABASE_URL are empty.
+            The database is named as libpq names it: a URI
+            (postgresql://user@host/db), key=value pairs ("host=a,b
+            dbname=webhooks target_session_attrs=read-write" for failover),
+            or the PG* variables, ~/.pgpass and pg_service.conf when
+            --database-url and $WEBHOOK_DATABASE_URL are empty.
             """,
         version: "webhook-forwarder 0.1.0",
         subcommands: [Forward.self, Consume.self, Purge.self],
@@ -40,12 +44,15 @@ struct Forward: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Forward the spool's payloads to PostgreSQL (the default).",
         discussion: """
-            Without --once it runs as a service: woken when the handler stores a payload (a look every 5 s
-            as a backup), reconnecting while PostgreSQL is away; the handler goes on answering and storing
-            meanwhile. With --once it forwards what is there and exits 0, or exits 1 saying why PostgreSQL
-            could not be used (nothing is lost: the payloads stay in new/).
-            A spool has one consumer of new/: a forwarded spool's handler has no --exec; run the command
-            with `webhook-forwarder consume --exec` instead, on this host or any other.
+            Without --once it runs as a service: woken when the handler
+            stores a payload (a look every 5 s as a backup), reconnecting
+            while PostgreSQL is away; the handler goes on answering and
+            storing meanwhile. With --once it forwards what is there and
+            exits 0, or exits 1 saying why PostgreSQL could not be used
+            (nothing is lost: the payloads stay in new/).
+            A spool has one consumer of new/: a forwarded spool's handler
+            has no --exec; run the command with `webhook-forwarder consume
+            --exec` instead, on this host or any other.
             """)
 
     @Option(name: .long, help: ArgumentHelp("The handler's spool (default: $WEBHOOK_SPOOL_DIR).", valueName: "dir"))
@@ -84,11 +91,14 @@ struct Consume: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run a command for each payload in PostgreSQL, each taken by exactly one consumer.",
         discussion: """
-            The command gets the body on stdin and WEBHOOK_ID, WEBHOOK_RECEIVED, WEBHOOK_SENDER and the
-            other WEBHOOK_* variables, as the handler's --exec does. Exit 0 marks the payload done; anything
-            else (or --exec-timeout) makes it available again after 10 s, 20 s, 40 s ... (an hour at most).
-            A payload is leased to its consumer for --lease-seconds (default: the time-out + 30 s); a
-            consumer that dies leaves the lease to run out, and another takes the payload.
+            The command gets the body on stdin and WEBHOOK_ID,
+            WEBHOOK_RECEIVED, WEBHOOK_SENDER and the other WEBHOOK_*
+            variables, as the handler's --exec does. Exit 0 marks the
+            payload done; anything else (or --exec-timeout) makes it
+            available again after 10 s, 20 s, 40 s ... (an hour at most).
+            A payload is leased to its consumer for --lease-seconds
+            (default: the time-out + 30 s); a consumer that dies leaves the
+            lease to run out, and another takes the payload.
             """)
 
     @OptionGroup var database: DatabaseOptions

@@ -57,8 +57,9 @@ struct SpoolCommand: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Run the hook again for every payload still in new/ (e.g. from a timer).",
             discussion: """
-                Payloads a hook runner is running right now are skipped. Runners skip payloads whose hook failed
-                (.hook-failed/ID says why); this runs them again. Exits 1 if any failed again.
+                Payloads a hook runner is running right now are skipped.
+                Runners skip payloads whose hook failed (.hook-failed/ID says
+                why); this runs them again. Exits 1 if any failed again.
                 """)
         @OptionGroup var options: SpoolOptions
         @OptionGroup var hookOptions: HookOptions
@@ -97,12 +98,15 @@ struct StatusCommand: ParsableCommand {
         commandName: "status",
         abstract: "Print what the spool knows: backlog, age of the oldest payload, hook failures.",
         discussion: """
-            JSON by default; --openmetrics prints the OpenMetrics text format, e.g. for node_exporter's
-            textfile collector from cron:
-              webhook-handler status --spool-dir DIR --openmetrics > /var/lib/node_exporter/webhook.prom.$$ &&
-                mv /var/lib/node_exporter/webhook.prom.$$ /var/lib/node_exporter/webhook.prom
-            A FastCGI server answers its full status (requests, workers, durations) on a location with
-            fastcgi_param WEBHOOK_ENDPOINT status.
+            JSON by default; --openmetrics prints the OpenMetrics text
+            format, e.g. for node_exporter's textfile collector, from cron:
+              webhook-handler status --spool-dir DIR --openmetrics \\
+                > /var/lib/node_exporter/webhook.prom.$$ &&
+                mv /var/lib/node_exporter/webhook.prom.$$ \\
+                   /var/lib/node_exporter/webhook.prom
+            A FastCGI server answers its full status (requests, workers,
+            durations) on a location with fastcgi_param WEBHOOK_ENDPOINT
+            status.
             """)
     @OptionGroup var options: SpoolOptions
     @Flag(name: .long, help: "OpenMetrics text instead of JSON.")
