@@ -40,7 +40,8 @@ public struct Consumer: Sendable {
 
     func takeOne(_ connection: PostgresConnection) throws(PostgresError) -> Taken? {
         guard let row = try connection.execute(Self.take, [.text(String(leaseSeconds))]).first else { return nil }
-        guard let id = row[0], let text = row[1], let body = [UInt8](byteaText: text), let attempt = row[7].flatMap({ Int($0) })
+        guard let id = row[0], let text = row[1], let body = [UInt8](byteaText: text),
+              let attempt = row[7].flatMap({ Int($0) })
         else { throw PostgresError("unexpected row from webhook_payloads") }
         let envelope = Envelope(body: body, id: id, received: row[2] ?? "", remoteAddress: row[3], contentType: row[4],
                                 sender: row[5], scheme: row[6])
@@ -67,7 +68,8 @@ public struct Consumer: Sendable {
                 """, [.text(id), .text(String(taken.attempt)), .text(result.summary), .text(String(pause))])
         }
         let lost = updated.isEmpty ? " (its lease had run out: another consumer has it now)" : ""
-        Log.write("\(id) attempt \(taken.attempt): \(result.summary)\(result.succeeded ? "; done" : "; will be tried again")\(lost)")
+        let verdict = result.succeeded ? "; done" : "; will be tried again"
+        Log.write("\(id) attempt \(taken.attempt): \(result.summary)\(verdict)\(lost)")
         return result.succeeded
     }
 
@@ -86,32 +88,22 @@ public struct Consumer: Sendable {
     /// The service: consumes until SIGTERM or SIGINT (between payloads), reconnecting with a growing pause.
     public func serve(pollSeconds: Double = 5) {
         let stop = stopSignals()
-        var pause = 1.0
-        var connection: PostgresConnection?
-        while true {
-            do throws(PostgresError) {
-                if connection == nil {
-                    connection = try PostgresConnection(databaseURL)
-                    try Schema.ensure(on: connection!)
-                    try connection!.execute("LISTEN \(Schema.channel)")
-                    Log.write("connected to \(connection!.server); consuming webhook_payloads")
-                    pause = 1
-                }
-                while let taken = try takeOne(connection!) {
-                    _ = try handle(taken, on: connection!)
-                    if Forwarder.wait(for: [stop], seconds: 0) == stop { Log.write("stopped"); return }
-                }
-                let woken = Forwarder.wait(for: [stop, connection!.socket], seconds: min(pollSeconds, leaseSeconds))
-                if woken == stop { break }
-                if woken >= 0 { _ = try connection!.receiveNotifications() }
-            } catch {
-                connection = nil
-                Log.write("cannot consume: \(error); trying again in \(Int(pause))s")
-                if Forwarder.wait(for: [stop], seconds: pause) == stop { break }
-                pause = min(30, pause * 2)
+        serveReconnecting(stop: stop, failing: "cannot consume", waiting: "the payloads wait in PostgreSQL") {
+            () throws(PostgresError) in
+            let connection = try PostgresConnection(databaseURL)
+            try Schema.ensure(on: connection)
+            try connection.execute("LISTEN \(Schema.channel)")
+            Log.write("connected to \(connection.server); consuming webhook_payloads")
+            return connection
+        } work: { connection throws(PostgresError) in
+            while let taken = try takeOne(connection) {
+                _ = try handle(taken, on: connection)
+                if Forwarder.wait(for: [stop], seconds: 0) == stop { return false }
             }
+            let woken = Forwarder.wait(for: [stop, connection.socket], seconds: min(pollSeconds, leaseSeconds))
+            if woken >= 0 && woken != stop { _ = try connection.receiveNotifications() }
+            return woken != stop
         }
-        Log.write("stopped")
     }
 }
 

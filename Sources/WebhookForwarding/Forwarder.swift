@@ -121,29 +121,22 @@ public struct Forwarder: Sendable {
     public func serve(pollSeconds: Double = 5) {
         let stop = stopSignals()
         let watch = clinux_watch_directory(spool.path("new"))
-        if watch < 0 { Log.write("warning: cannot watch \(spool.path("new")) (\(String(cString: strerror(errno)))); looking every \(pollSeconds)s") }
-        var pause = 1.0
-        var connection: PostgresConnection?
-        while true {
-            do throws(PostgresError) {
-                if connection == nil {
-                    connection = try connect()
-                    Log.write("connected to \(connection!.server); forwarding \(spool.path("new"))")
-                    pause = 1
-                }
-                let count = try forwardWaiting(over: connection!)
-                if count > 0 { Log.write("forwarded \(count) payloads") }
-                let woken = Self.wait(for: [stop, watch], seconds: pollSeconds)
-                if woken == stop { break }
-                if woken == watch { Self.drain(watch) }
-            } catch {
-                connection = nil
-                Log.write("cannot forward: \(error); the payloads stay in new/; trying again in \(Int(pause))s")
-                if Self.wait(for: [stop], seconds: pause) == stop { break }
-                pause = min(30, pause * 2)
-            }
+        if watch < 0 {
+            Log.write("warning: cannot watch \(spool.path("new")) (\(String(cString: strerror(errno)))); "
+                + "looking every \(pollSeconds)s")
         }
-        Log.write("stopped")
+        serveReconnecting(stop: stop, failing: "cannot forward", waiting: "the payloads stay in new/") {
+            () throws(PostgresError) in
+            let connection = try connect()
+            Log.write("connected to \(connection.server); forwarding \(spool.path("new"))")
+            return connection
+        } work: { connection throws(PostgresError) in
+            let count = try forwardWaiting(over: connection)
+            if count > 0 { Log.write("forwarded \(count) payloads") }
+            let woken = Self.wait(for: [stop, watch], seconds: pollSeconds)
+            if woken == watch { Self.drain(watch) }
+            return woken != stop
+        }
     }
 
     /// Waits until one of `fds` is readable or `seconds` pass; returns the first readable descriptor, or -1.
@@ -169,4 +162,25 @@ func stopSignals() -> Int32 {
     sigaddset(&signals, SIGINT)
     sigprocmask(SIG_BLOCK, &signals, nil)
     return clinux_signal_fd(&signals)
+}
+
+/// The services' shape: connect, then work (`work` returns false once a stop signal has come) until PostgreSQL
+/// fails; then say why and connect again after 1, 2, 4 … 30 s, until a stop signal comes.
+func serveReconnecting(stop: Int32, failing: String, waiting: String,
+                       connect: () throws(PostgresError) -> PostgresConnection,
+                       work: (PostgresConnection) throws(PostgresError) -> Bool) {
+    var pause = 1.0
+    while true {
+        do throws(PostgresError) {
+            let connection = try connect()
+            pause = 1
+            while try work(connection) {}
+            break
+        } catch {
+            Log.write("\(failing): \(error); \(waiting); trying again in \(Int(pause))s")
+            if Forwarder.wait(for: [stop], seconds: pause) == stop { break }
+            pause = min(30, pause * 2)
+        }
+    }
+    Log.write("stopped")
 }

@@ -70,7 +70,9 @@ final class PostgresConnection {
                 if case .bytes = value { copy?.deallocate() } else { free(copy) }
             }
         }
-        let lengths = parameters.map { value -> Int32 in if case .bytes(let bytes) = value { Int32(bytes.count) } else { 0 } }
+        let lengths = parameters.map { value -> Int32 in
+            if case .bytes(let bytes) = value { Int32(bytes.count) } else { 0 }
+        }
         let formats = parameters.map { value -> Int32 in if case .bytes = value { 1 } else { 0 } }
         let values = copies.map { UnsafePointer($0) }
         guard let result = PQexecParams(connection, sql, Int32(parameters.count), nil, values, lengths, formats, 0) else {
