@@ -9,7 +9,6 @@
 #include <unistd.h>
 #include <signal.h>
 #include <stdint.h>
-#include <sys/epoll.h>
 #include <sys/inotify.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
@@ -45,32 +44,6 @@ static inline void clinux_atomic_store(int64_t *counter, int64_t value) { __atom
 /// Sets `*counter` to `desired` if it holds `expected`; says whether it did.
 static inline _Bool clinux_atomic_replace(int64_t *counter, int64_t expected, int64_t desired) {
     return __atomic_compare_exchange_n(counter, &expected, desired, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
-}
-
-/// An epoll instance over a listening socket shared by several processes and one descriptor of the caller's own
-/// (its stop signals). The socket is watched with EPOLLEXCLUSIVE: a new connection wakes one waiting process, not
-/// every idle worker (which would all race to accept it, all but one in vain).
-static inline int clinux_exclusive_waiter(int listening, int own) {
-    int fd = epoll_create1(EPOLL_CLOEXEC);
-    if (fd < 0) return -1;
-    struct epoll_event shared = { .events = EPOLLIN | EPOLLEXCLUSIVE, .data.fd = listening };
-    struct epoll_event mine = { .events = EPOLLIN, .data.fd = own };
-    if (epoll_ctl(fd, EPOLL_CTL_ADD, listening, &shared) < 0 || epoll_ctl(fd, EPOLL_CTL_ADD, own, &mine) < 0) {
-        int saved = errno;
-        close(fd);
-        errno = saved;
-        return -1;
-    }
-    return fd;
-}
-
-/// Waits on an epoll instance for up to `milliseconds` (-1: for ever); returns the ready descriptor, -2 on a
-/// time-out, -1 on an error (errno says which, EINTR included).
-static inline int clinux_wait(int waiter, int milliseconds) {
-    struct epoll_event event;
-    int count = epoll_wait(waiter, &event, 1, milliseconds);
-    if (count == 0) return -2;
-    return count < 0 ? -1 : event.data.fd;
 }
 
 /// A descriptor that becomes readable when a file is created in, or moved into, `directory` (inotify).
