@@ -129,12 +129,6 @@ public enum Clock {
         return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9
     }
 
-    static func nanosecondsSinceEpoch() -> Int {
-        var time = timespec()
-        clock_gettime(CLOCK_REALTIME, &time)
-        return time.tv_sec * 1_000_000_000 + time.tv_nsec
-    }
-
     /// Now in UTC, ISO 8601: `2026-11-29T09:30:00Z`, or `2026-11-29T09:30:00.123Z` with milliseconds.
     public static func utcTimestamp(milliseconds: Bool = false) -> String {
         var text: [UInt8] = []

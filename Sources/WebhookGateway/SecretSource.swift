@@ -105,13 +105,12 @@ public struct Secrets: Sendable {
     /// Every `NAME.secret` in `directory`, read now; any that cannot be used stops the start with the reason.
     public static func load(standard: Result<Keyring, Outcome>, directory: String?) throws(Outcome) -> Secrets {
         guard let directory else { return Secrets(standard: standard) }
-        guard let stream = opendir(directory) else {
-            throw .notConfigured("cannot read \(SecretSource.directoryVariable) \(directory): \(String(cString: strerror(errno)))")
+        let files: [String]
+        do { files = try directoryEntries(directory) } catch {
+            throw .notConfigured("cannot read \(SecretSource.directoryVariable) \(directory): \(String(cString: strerror(error.code)))")
         }
-        defer { closedir(stream) }
         var senders: [String: Keyring] = [:]
-        while let entry = readdir(stream) {
-            let file = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        for file in files {
             guard file.hasSuffix(".secret"), let name = SecretSource.senderName(String(file.dropLast(7))) else { continue }
             senders[name] = try SecretSource.sender(name, in: directory)
         }

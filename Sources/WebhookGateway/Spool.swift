@@ -74,7 +74,7 @@ public struct Spool: Sendable {
     public func store(_ body: [UInt8], envelope: Envelope) -> Outcome {
         let id = envelope.id
         do {
-            if let existing = try syncExisting(id) { return .stored(Receipt(id: id, duplicate: existing)) }
+            if try syncExisting(id) { return .stored(Receipt(id: id, duplicate: true)) }
             let fd = try check("create a file in \(path("new"))",
                                retryingOnInterrupt { open(path("new"), clinux_o_tmpfile() | O_WRONLY | O_CLOEXEC, fileMode) })
             defer { close(fd) }
@@ -86,7 +86,7 @@ public struct Spool: Sendable {
             let name = path("new", id)
             if linkat(AT_FDCWD, "/proc/self/fd/\(fd)", AT_FDCWD, name, AT_SYMLINK_FOLLOW) != 0 {
                 guard errno == EEXIST else { throw SystemError(operation: "link \(name)", code: errno) }
-                if try syncExisting(id) != nil { return .stored(Receipt(id: id, duplicate: true)) }
+                if try syncExisting(id) { return .stored(Receipt(id: id, duplicate: true)) }
                 throw SystemError(operation: "link \(name)", code: EEXIST)  // it came and went: a consumer took it
             }
             do throws(SystemError) {
@@ -102,8 +102,8 @@ public struct Spool: Sendable {
     }
 
     /// If `id` is already stored (in `new/`, or `cur/` once a consumer has it), syncs that file and its directory
-    /// and returns true; nil when it is in neither.
-    private func syncExisting(_ id: String) throws(SystemError) -> Bool? {
+    /// and returns true; false when it is in neither.
+    private func syncExisting(_ id: String) throws(SystemError) -> Bool {
         for subdirectory in ["new", "cur"] {
             let name = path(subdirectory, id)
             let fd = retryingOnInterrupt { open(name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW) }
@@ -116,7 +116,7 @@ public struct Spool: Sendable {
             try syncDirectory(path(subdirectory))
             return true
         }
-        return nil
+        return false
     }
 
     private func syncDirectory(_ path: String) throws(SystemError) {
@@ -127,16 +127,7 @@ public struct Spool: Sendable {
 
     /// The names of the regular entries in a subdirectory, sorted.
     func names(in subdirectory: String) throws(SystemError) -> [String] {
-        guard let stream = opendir(path(subdirectory)) else {
-            throw SystemError(operation: "read \(path(subdirectory))", code: errno)
-        }
-        defer { closedir(stream) }
-        var names: [String] = []
-        while let entry = readdir(stream) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            if !name.hasPrefix(".") { names.append(name) }
-        }
-        return names.sorted()
+        try directoryEntries(path(subdirectory))
     }
 }
 

@@ -30,6 +30,18 @@ func retryingOnInterrupt<T: BinaryInteger>(_ call: () -> T) -> T {
     }
 }
 
+/// The names in `directory` that do not start with a dot, sorted.
+public func directoryEntries(_ directory: String) throws(SystemError) -> [String] {
+    guard let stream = opendir(directory) else { throw SystemError(operation: "read \(directory)", code: errno) }
+    defer { closedir(stream) }
+    var names: [String] = []
+    while let entry = readdir(stream) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        if !name.hasPrefix(".") { names.append(name) }
+    }
+    return names.sorted()
+}
+
 /// Writes all of `bytes` to `fd`, retrying short writes and interruptions; the `errno` of a failure, or nil.
 func writeAll(_ fd: Int32, _ bytes: [UInt8]) -> Int32? {
     bytes.withUnsafeBytes { buffer in

@@ -313,13 +313,7 @@ enum Settings {
     }
 
     static func removePrivateHookSlots(_ directory: String) {
-        if let stream = opendir(directory) {
-            while let entry = readdir(stream) {
-                let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-                if name != "." && name != ".." { unlink("\(directory)/\(name)") }
-            }
-            closedir(stream)
-        }
+        for name in (try? directoryEntries(directory)) ?? [] { unlink("\(directory)/\(name)") }
         rmdir(directory)
     }
 
