@@ -76,8 +76,7 @@ public struct Consumer: Sendable {
     /// `--once`: handles every payload available now, then returns how many succeeded and failed; throws if
     /// PostgreSQL cannot be reached or used.
     public func consumeOnce() throws(PostgresError) -> (succeeded: Int, failed: Int) {
-        let connection = try PostgresConnection(databaseURL)
-        try Schema.ensure(on: connection)
+        let connection = try Schema.connect(databaseURL)
         var counts = (succeeded: 0, failed: 0)
         while let taken = try takeOne(connection) {
             if try handle(taken, on: connection) { counts.succeeded += 1 } else { counts.failed += 1 }
@@ -90,8 +89,7 @@ public struct Consumer: Sendable {
         let stop = stopSignals()
         serveReconnecting(stop: stop, failing: "cannot consume", waiting: "the payloads wait in PostgreSQL") {
             () throws(PostgresError) in
-            let connection = try PostgresConnection(databaseURL)
-            try Schema.ensure(on: connection)
+            let connection = try Schema.connect(databaseURL)
             try connection.execute("LISTEN \(Schema.channel)")
             Log.write("connected to \(connection.server); consuming webhook_payloads")
             return connection
@@ -110,9 +108,7 @@ public struct Consumer: Sendable {
 /// Retention: payloads handled more than `days` ago are deleted. A sender's delivery of such a payload after that
 /// would be stored and handled again: the table only remembers what it keeps.
 public func purgeDone(databaseURL: String, olderThanDays days: Int) throws(PostgresError) -> Int {
-    let connection = try PostgresConnection(databaseURL)
-    try Schema.ensure(on: connection)
-    return try connection.execute("""
+    return try Schema.connect(databaseURL).execute("""
         DELETE FROM webhook_payloads WHERE state = 'done' AND done_at < now() - make_interval(days => $1::int)
         RETURNING id
         """, [.text(String(days))]).count

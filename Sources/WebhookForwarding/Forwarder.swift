@@ -34,11 +34,14 @@ enum Schema {
         CREATE INDEX IF NOT EXISTS webhook_payloads_pending ON webhook_payloads (available_at) WHERE state = 'pending'
         """
 
-    static func ensure(on connection: PostgresConnection) throws(PostgresError) {
+    /// A connection to `url`, the table created first if absent.
+    static func connect(_ url: String) throws(PostgresError) -> PostgresConnection {
+        let connection = try PostgresConnection(url)
         try connection.transaction { () throws(PostgresError) in
             try connection.execute("SELECT pg_advisory_xact_lock(hashtext('webhook_payloads'))")
             for statement in create.split(separator: ";") { try connection.execute(String(statement)) }
         }
+        return connection
     }
 
     static let columns = ["id", "body", "received", "remote_addr", "content_type", "sender", "scheme", "host"]
@@ -77,9 +80,7 @@ public struct Forwarder: Sendable {
             Log.write("warning: the handler of \(spool.directory) also runs an --exec hook: each payload goes either to "
                 + "the hook or to PostgreSQL; run the command with webhook-forwarder consume --exec instead")
         }
-        let connection = try PostgresConnection(databaseURL)
-        try Schema.ensure(on: connection)
-        return connection
+        return try Schema.connect(databaseURL)
     }
 
     /// Forwards everything now in `new/`, in transactions of `batchSize`; returns how many were forwarded.
