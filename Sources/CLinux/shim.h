@@ -9,7 +9,10 @@
 #include <unistd.h>
 #include <signal.h>
 #include <stdint.h>
+#include <linux/futex.h>
 #include <sys/inotify.h>
+#include <sys/syscall.h>
+#include <time.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -45,6 +48,57 @@ static inline void clinux_atomic_store(int64_t *counter, int64_t value) { __atom
 static inline _Bool clinux_atomic_replace(int64_t *counter, int64_t expected, int64_t desired) {
     return __atomic_compare_exchange_n(counter, &expected, desired, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
 }
+
+/// Sequentially consistent counters shared between processes (the journal's group commit): `*counter` += 1,
+/// returning the new value; a load; and raising `*counter` to at least `value`.
+static inline int64_t clinux_atomic_increment(int64_t *counter) { return __atomic_add_fetch(counter, 1, __ATOMIC_SEQ_CST); }
+static inline int64_t clinux_atomic_load_ordered(const int64_t *counter) { return __atomic_load_n(counter, __ATOMIC_SEQ_CST); }
+static inline void clinux_atomic_store_ordered(int64_t *counter, int64_t value) { __atomic_store_n(counter, value, __ATOMIC_SEQ_CST); }
+static inline void clinux_atomic_raise(int64_t *counter, int64_t value) {
+    int64_t seen = __atomic_load_n(counter, __ATOMIC_SEQ_CST);
+    while (seen < value && !__atomic_compare_exchange_n(counter, &seen, value, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {}
+}
+
+/// Sleeps while the low 32 bits of `*counter` (a little-endian counter in shared memory) still equal those of
+/// `seen`, at most `microseconds`, or until clinux_wake_all on it (futex(2), FUTEX_WAIT across processes).
+static inline int clinux_wait_while_unchanged(int64_t *counter, int64_t seen, long microseconds) {
+    struct timespec timeout = { microseconds / 1000000, (microseconds % 1000000) * 1000 };
+    return (int)syscall(SYS_futex, (uint32_t *)counter, FUTEX_WAIT, (uint32_t)seen, &timeout, 0, 0);
+}
+static inline int clinux_wake_all(int64_t *counter) {
+    return (int)syscall(SYS_futex, (uint32_t *)counter, FUTEX_WAKE, 0x7fffffff, 0, 0, 0);
+}
+
+/// Takes (`exclusive`) or gives back a lock on bytes [start, start + length) of `fd`'s file, waiting for it if
+/// `wait`: an open-file-description lock (F_OFD_SETLK/F_OFD_SETLKW), so it belongs to this descriptor and goes when
+/// it is closed, however the process ends. Without waiting, -1 with errno EAGAIN when another descriptor holds it.
+static inline int clinux_lock_range(int fd, int64_t start, int64_t length, _Bool exclusive, _Bool wait) {
+    struct flock lock = { .l_type = exclusive ? F_WRLCK : F_UNLCK, .l_whence = SEEK_SET, .l_start = start,
+                          .l_len = length, .l_pid = 0 };
+    int result;
+    do {
+        result = fcntl(fd, wait ? 38 /* F_OFD_SETLKW */ : 37 /* F_OFD_SETLK */, &lock);
+    } while (result < 0 && errno == EINTR);
+    return result;
+}
+
+/// The first hole at or after `offset` in `fd`'s file (lseek SEEK_HOLE), or -1.
+static inline int64_t clinux_next_hole(int fd, int64_t offset) {
+#ifdef SEEK_HOLE
+    return lseek(fd, offset, SEEK_HOLE);
+#else
+    return lseek(fd, offset, 4);
+#endif
+}
+
+/// rename(2) that refuses an existing destination (EEXIST) instead of replacing it (renameat2 RENAME_NOREPLACE).
+static inline int clinux_rename_no_replace(const char *from, const char *to) {
+    return (int)syscall(SYS_renameat2, AT_FDCWD, from, AT_FDCWD, to, 1);
+}
+
+/// syncfs(2): flush every dirty page and inode of the file system holding `fd` (the journal's checkpoint).
+extern int syncfs(int);
+static inline int clinux_syncfs(int fd) { return syncfs(fd); }
 
 /// A descriptor that becomes readable when a file is created in, or moved into, `directory` (inotify).
 static inline int clinux_watch_directory(const char *directory) {

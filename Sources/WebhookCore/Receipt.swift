@@ -15,6 +15,11 @@ public struct Receipt: Sendable, Equatable {
     public static func id(of body: [UInt8]) -> String {
         Signature.hex(Array(SHA256.hash(data: body)))
     }
+
+    /// Whether `id` has the form every id has (64 lowercase hex digits), the only form that may become a file name.
+    public static func isWellFormed(_ id: String) -> Bool {
+        id.utf8.count == 64 && id.utf8.allSatisfy { (48...57).contains($0) || (97...102).contains($0) }
+    }
 }
 
 /// How a payload was verified: for the access log (which key of a rotation matched; the sender's delivery id) and

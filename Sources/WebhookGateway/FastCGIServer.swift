@@ -46,6 +46,8 @@ public struct FastCGIServer: Sendable {
     /// requests).
     public let readTimeoutSeconds: Double
     public var responder: Responder
+    /// The journal's shared numbers (with a journaled spool), made before the workers are forked.
+    var journalBoard: JournalBoard?
 
     public init(listener: Listener, workers: Int, graceSeconds: Double, readTimeoutSeconds: Double = 30,
                 responder: Responder) {
@@ -88,6 +90,11 @@ public struct FastCGIServer: Sendable {
         _ = fcntl(socket, F_SETFL, fcntl(socket, F_GETFL) | O_NONBLOCK)
         var server = self
         server.responder.scoreboard = Scoreboard(workers: workers)
+        let journaled = responder.spool.flatMap { $0.journaled ? $0 : nil }
+        server.journalBoard = journaled == nil ? nil : JournalBoard()
+        // Segments of workers that are gone (a crash, fewer workers than last time) are recovered before any worker
+        // starts; a worker recovers the segment it takes itself.
+        if let spool = responder.spool { Journal.recoverAbandoned(in: spool).forEach(Log.write) }
         var supervisor = Supervisor(server: server, socket: socket, signals: signals)
         if let handover {
             Log.write("started again on \(listener.description) with \(workers) workers; "
@@ -96,6 +103,7 @@ public struct FastCGIServer: Sendable {
             Log.write("serving FastCGI on \(listener.description) with \(workers) workers")
         }
         for _ in 0..<workers { supervisor.spawn() }
+        supervisor.spawnNamer()
         supervisor.retire(handover?.workers ?? [])
         let status = supervisor.superviseUntilStopped()
         if case .unixSocket(let path, _) = listener { unlink(path) }
@@ -173,6 +181,9 @@ private struct Supervisor {
     var replacementsDue: [Double] = []
     /// Workers that died young (or could not be forked) in a row: each waits twice as long, up to 30 s.
     var failuresInARow = 0
+    /// The process naming journaled payloads (with a journaled spool), and when it is due again after it died.
+    var namer: pid_t?
+    var namerDue: Double?
 
     init(server: FastCGIServer, socket: Int32, signals: sigset_t) {
         self.server = server
@@ -201,6 +212,27 @@ private struct Supervisor {
         server.responder.scoreboard?.join(pid)
     }
 
+    /// Forks the ``Namer``, if the spool is journaled; if the system cannot, tries again in a second.
+    mutating func spawnNamer() {
+        guard let board = server.journalBoard, let spool = server.responder.spool else { return }
+        let supervisor = getpid()
+        let pid = fork()
+        if pid == 0 {
+            _ = clinux_set_parent_death_signal(SIGTERM)
+            if getppid() != supervisor { _exit(0) }
+            var stopSignals = Signals.set([SIGTERM, SIGINT])
+            let stop = clinux_signal_fd(&stopSignals)
+            signal(SIGHUP, SIG_IGN)
+            var unblock = Signals.set([SIGCHLD, SIGHUP])
+            sigprocmask(SIG_UNBLOCK, &unblock, nil)
+            // Below the workers: a sender waits on them, nobody waits on a name (the records are durable); under
+            // load the namer catches up when the workers idle, or a worker names its slot's rest at a checkpoint.
+            _ = nice(10)
+            _exit(Namer(spool: spool, board: board, hook: server.responder.hook).run(stop: stop))
+        }
+        (namer, namerDue) = pid > 0 ? (pid, nil) : (nil, Clock.now() + 1)
+    }
+
     /// Tells `workers` to finish what they are serving and exit.
     mutating func retire(_ workers: [pid_t]) {
         for pid in workers { retiring.insert(pid); kill(pid, SIGTERM) }
@@ -216,13 +248,13 @@ private struct Supervisor {
                 deadline = Clock.now() + server.graceSeconds
                 Log.write("\(signal == SIGTERM ? "SIGTERM" : "SIGINT"): stopping; \(started.count + retiring.count) "
                     + "workers finish their requests and kept connections first")
-                retire(Array(started.keys))
-                started = [:]
+                retire(Array(started.keys) + (namer.map { [$0] } ?? []))
+                (started, namer, namerDue) = ([:], nil, nil)
             }
             if signal == SIGHUP && deadline == nil {
                 Log.write("SIGHUP: starting \(Handover.executable) again on the same socket")
                 let failure = Handover.reexecute(Handover.executable, socket: socket,
-                                                 workers: Array(started.keys) + Array(retiring))
+                                                 workers: Array(started.keys) + Array(retiring) + (namer.map { [$0] } ?? []))
                 Log.write("cannot start again: \(failure); going on as before")
             }
             reap()
@@ -238,6 +270,7 @@ private struct Supervisor {
                     replacementsDue.removeFirst()
                     spawn()
                 }
+                if let due = namerDue, due <= now { spawnNamer() }
             }
         }
         Log.write("stopped")
@@ -249,6 +282,11 @@ private struct Supervisor {
         while case let pid = waitpid(-1, &status, WNOHANG), pid > 0 {
             server.responder.scoreboard?.leave(pid)
             if retiring.remove(pid) != nil { continue }
+            if pid == namer {
+                Log.write("the journal's namer \(pid) \(Signals.describe(waitStatus: status)); starting another in 1s")
+                (namer, namerDue) = (nil, Clock.now() + 1)
+                continue
+            }
             guard let began = started.removeValue(forKey: pid) else { continue }
             let lived = Clock.now() - began
             if lived >= 10 { failuresInARow = 0 }
@@ -299,40 +337,49 @@ private struct Worker {
             Log.write("worker cannot serve: \(error)")
             return 1
         }
+        var journal = JournalHold(spool: server.responder.spool.flatMap { $0.journaled ? $0 : nil },
+                                  board: server.journalBoard)
         var stopping = false
         while true {
             if let kept = request.keptConnection {
                 // The web server keeps this connection for its next request, even while we stop: it closes it.
-                switch wait(for: kept, stop: stopping ? -1 : stop, timeout: server.readTimeoutSeconds) {
+                let timeout = min(journal.idleTimeout ?? .infinity, server.readTimeoutSeconds)
+                switch wait(for: kept, stop: stopping ? -1 : stop, timeout: timeout) {
                 case .stop: stopping = true; continue
-                case .timedOut: request.closeConnection(); continue
+                case .timedOut:
+                    if !journal.checkpointWhenIdle() { request.closeConnection() }
+                    continue
                 case .ready: break
                 }
-                if request.begin(on: nil, timeoutSeconds: server.readTimeoutSeconds) { serveRequest(request) }
+                if request.begin(on: nil, timeoutSeconds: server.readTimeoutSeconds) { serveRequest(request, &journal) }
                 continue
             }
-            if stopping { return 0 }
+            if stopping {
+                journal.release()
+                return 0
+            }
             // Every idle worker wakes for a new connection and all but one find it taken (EAGAIN). That costs a
             // little CPU, but a burst of connections is spread over the idle workers at once; with EPOLLEXCLUSIVE
             // one woken worker took them one after another, and the recipe's p99 under 32 clients rose from
             // 42 ms to 170-320 ms (Tests/Integration/nginx.sh, section 5).
-            switch wait(for: socket, stop: stop, timeout: nil) {
+            switch wait(for: socket, stop: stop, timeout: journal.idleTimeout) {
             case .stop: stopping = true; continue
-            case .timedOut: continue
+            case .timedOut: _ = journal.checkpointWhenIdle(); continue
             case .ready: break
             }
             guard let connection = accept() else { continue }
-            if request.begin(on: connection, timeoutSeconds: server.readTimeoutSeconds) { serveRequest(request) }
+            if request.begin(on: connection, timeoutSeconds: server.readTimeoutSeconds) { serveRequest(request, &journal) }
         }
     }
 
-    private func serveRequest(_ request: FastCGIRequest) {
+    private func serveRequest(_ request: FastCGIRequest, _ journal: inout JournalHold) {
         let scoreboard = server.responder.scoreboard
         scoreboard?.beginRequest()
-        var record = server.responder.respond(over: request)
+        let current = journal.current()
+        var record = server.responder.respond(over: request, journal: current)
         if !request.finish() { record.delivered = false }
         scoreboard?.endRequest(record)
-        server.responder.complete(record)
+        server.responder.complete(record, journaled: current != nil && current?.failure == nil)
     }
 
     enum Wake { case ready, stop, timedOut }

@@ -33,7 +33,8 @@ public struct Responder: Sendable {
     /// At most this much of an unwanted body is read and discarded before giving up on it.
     var discardBound: Int { verifier.maxBodyBytes + (64 << 10) }
 
-    func respond(over channel: some RequestChannel) -> AccessRecord {
+    /// `journal`: a FastCGI worker's, for the spool (a CGI has none).
+    func respond(over channel: some RequestChannel, journal: Journal? = nil) -> AccessRecord {
         let started = Clock.now()
         if let endpoint = channel.param(StatusPage.endpointVariable), !endpoint.isEmpty {
             return StatusPage(scoreboard: scoreboard, spool: spool).respond(to: endpoint, over: channel, started: started)
@@ -60,7 +61,7 @@ public struct Responder: Sendable {
             let rest = if case .toEnd = pending.expected { discardBound } else { 0 }
             channel.discardBody(declared: rest, bound: discardBound)
             outcome = handOff(body, verdict: pending.verify(body), sender: sender, scheme: verifier.scheme,
-                              channel: channel)
+                              channel: channel, journal: journal)
         }
         let delivered = channel.write(outcome.cgiResponse)
         return AccessRecord(
@@ -75,14 +76,14 @@ public struct Responder: Sendable {
 
     /// What becomes of a verified body: stored in the spool, or handed to the hook, or (with neither) nothing.
     private func handOff(_ body: [UInt8], verdict: Outcome, sender: String?, scheme: SignatureScheme,
-                         channel: some RequestChannel) -> Outcome {
+                         channel: some RequestChannel, journal: Journal?) -> Outcome {
         guard verdict.isVerified, spool != nil || hook != nil else { return verdict }
         let envelope = Envelope(
             body: body, id: verdict.verification?.payloadID(of: body, sender: sender, scheme: scheme),
             remoteAddress: channel.param("REMOTE_ADDR"), contentType: channel.param("CONTENT_TYPE"),
             sender: sender, scheme: scheme.rawValue)
         if let spool {
-            let stored = spool.store(body, envelope: envelope)
+            let stored = spool.store(body, envelope: envelope, journal: journal)
             return stored.receipt.map { verdict.stored($0) } ?? stored
         }
         let handedOff = hook!.handOff(body, envelope: envelope, slots: hook!.privateSlots)
@@ -90,11 +91,12 @@ public struct Responder: Sendable {
     }
 
     /// After the response has gone: the access line, then (with a spool) a hook runner for a newly stored
-    /// payload. `hookLog` is where that runner logs, when not to stderr.
-    func complete(_ record: AccessRecord, hookLog: String? = nil) {
+    /// payload, unless it was `journaled` (the namer starts one once it has named it). `hookLog` is where that
+    /// runner logs, when not to stderr.
+    func complete(_ record: AccessRecord, hookLog: String? = nil, journaled: Bool = false) {
         if record.isEndpoint { return }
         if accessLog.records(record) { Log.write(record.line) }
-        if let hook, let spool, let receipt = record.outcome.receipt, !receipt.duplicate {
+        if let hook, let spool, let receipt = record.outcome.receipt, !receipt.duplicate, !journaled {
             hook.startRunner(for: spool, logFile: hookLog)
         }
     }

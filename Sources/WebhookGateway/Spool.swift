@@ -34,9 +34,13 @@ public struct Spool: Sendable {
     /// Directories 0750 and files 0640 (for a consumer in the handler's group) instead of 0700 and 0600.
     public let groupReadable: Bool
 
-    public init(directory: String, groupReadable: Bool = false) {
+    /// FastCGI workers store through a ``Journal`` (on by default); off, each payload is synced on its own.
+    public let journaled: Bool
+
+    public init(directory: String, groupReadable: Bool = false, journaled: Bool = true) {
         self.directory = directory.count > 1 && directory.hasSuffix("/") ? String(directory.dropLast()) : directory
         self.groupReadable = groupReadable
+        self.journaled = journaled
     }
 
     var directoryMode: mode_t { groupReadable ? 0o750 : 0o700 }
@@ -72,25 +76,28 @@ public struct Spool: Sendable {
     /// Stores a verified body: `.stored` once it is durable (or was already there and is now synced),
     /// `.storageFailed` otherwise.
     public func store(_ body: [UInt8], envelope: Envelope) -> Outcome {
+        store(body, envelope: envelope, journal: nil)
+    }
+
+    /// With a FastCGI worker's `journal`, a durable record stands in for the two syncs (see ``Journal``); without
+    /// one, or when it has failed, the steps above.
+    func store(_ body: [UInt8], envelope: Envelope, journal: Journal?) -> Outcome {
         let id = envelope.id
+        let content = Array(envelope.line.utf8) + body
         do {
-            if try syncExisting(id) { return .stored(Receipt(id: id, duplicate: true)) }
-            let fd = try check("create a file in \(path("new"))",
-                               retryingOnInterrupt { open(path("new"), clinux_o_tmpfile() | O_WRONLY | O_CLOEXEC, fileMode) })
-            defer { close(fd) }
-            try check("chmod the new file", fchmod(fd, fileMode))  // exact, whatever the umask
-            if let failure = writeAll(fd, Array(envelope.line.utf8) + body) {
-                throw SystemError(operation: "write into \(path("new"))", code: failure)
+            // Journaled: durable once recorded; the namer names new/ID (unless it is there, or in cur/: consumed).
+            if let journal, !contains(id, in: "cur") {
+                let duplicate = contains(id, in: "new")
+                if journal.record(id: id, content: content) { return .stored(Receipt(id: id, duplicate: duplicate)) }
             }
-            try check("fsync the new file", fsync(fd))
+            if try syncExisting(id) { return .stored(Receipt(id: id, duplicate: true)) }
             let name = path("new", id)
-            if linkat(AT_FDCWD, "/proc/self/fd/\(fd)", AT_FDCWD, name, AT_SYMLINK_FOLLOW) != 0 {
-                guard errno == EEXIST else { throw SystemError(operation: "link \(name)", code: errno) }
+            guard try link(content, as: id, sync: true) else {
                 if try syncExisting(id) { return .stored(Receipt(id: id, duplicate: true)) }
                 throw SystemError(operation: "link \(name)", code: EEXIST)  // it came and went: a consumer took it
             }
             do throws(SystemError) {
-                try syncDirectory(path("new"))
+                try Self.syncDirectory(path("new"))
             } catch {
                 unlink(name)
                 throw error
@@ -99,6 +106,38 @@ public struct Spool: Sendable {
         } catch {
             return .storageFailed("spool \(directory): \(error)")
         }
+    }
+
+    /// Steps 1-3: an unnamed file in `new/` holding `content` (synced if `sync`), then named `new/ID`. False when
+    /// that name was taken.
+    func link(_ content: [UInt8], as id: String, sync: Bool) throws(SystemError) -> Bool {
+        let fd = try check("create a file in \(path("new"))",
+                           retryingOnInterrupt { open(path("new"), clinux_o_tmpfile() | O_WRONLY | O_CLOEXEC, fileMode) })
+        defer { close(fd) }
+        try check("chmod the new file", fchmod(fd, fileMode))  // exact, whatever the umask
+        if let failure = writeAll(fd, content) {
+            throw SystemError(operation: "write into \(path("new"))", code: failure)
+        }
+        if sync { try check("fsync the new file", fsync(fd)) }
+        let name = path("new", id)
+        guard linkat(AT_FDCWD, "/proc/self/fd/\(fd)", AT_FDCWD, name, AT_SYMLINK_FOLLOW) == 0 else {
+            if errno == EEXIST { return false }
+            throw SystemError(operation: "link \(name)", code: errno)
+        }
+        return true
+    }
+
+    /// Whether SUBDIRECTORY/ID exists.
+    func contains(_ id: String, in subdirectory: String) -> Bool {
+        access(path(subdirectory, id), F_OK) == 0
+    }
+
+    /// The bytes of `new/ID`, or nil if it cannot be read.
+    func contents(of id: String) -> [UInt8]? {
+        let fd = open(path("new", id), O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        return readAll(fd)
     }
 
     /// If `id` is already stored (in `new/`, or `cur/` once a consumer has it), syncs that file and its directory
@@ -113,13 +152,13 @@ public struct Spool: Sendable {
             }
             defer { close(fd) }
             try check("fsync \(name)", fsync(fd))
-            try syncDirectory(path(subdirectory))
+            try Self.syncDirectory(path(subdirectory))
             return true
         }
         return false
     }
 
-    private func syncDirectory(_ path: String) throws(SystemError) {
+    static func syncDirectory(_ path: String) throws(SystemError) {
         let fd = try check("open \(path)", open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC))
         defer { close(fd) }
         try check("fsync \(path)", fsync(fd))

@@ -12,6 +12,11 @@ struct SpoolOptions: ParsableArguments {
 
     @Flag(name: .long, help: "Spool files 0640 and directories 0750, for a consumer in the handler's group.")
     var spoolGroupReadable = false
+
+    @Flag(name: .long, help: ArgumentHelp(
+        "FastCGI: sync each payload's file on its own instead of through the spool's journal (default: the journal, "
+            + "unless WEBHOOK_SPOOL_JOURNAL=off)."))
+    var noSpoolJournal = false
 }
 
 /// Options naming the command verified payloads are handed to.

@@ -31,6 +31,7 @@ struct WebhookHandler: ParsableCommand {
               WEBHOOK_MAX_BODY_BYTES  the body limit without --max-body-bytes (CGI)
               WEBHOOK_SPOOL_DIR       keep verified payloads here before answering 200
               WEBHOOK_SPOOL_GROUP_READABLE=1  spool files 0640, directories 0750
+              WEBHOOK_SPOOL_JOURNAL=off  FastCGI: a sync per payload file, no journal
               WEBHOOK_EXEC            hand each verified payload to this command
               WEBHOOK_EXEC_TIMEOUT, WEBHOOK_EXEC_CONCURRENCY  its limits
               WEBHOOK_SCHEME          x-signature, github, standard-webhooks or stripe
@@ -164,7 +165,8 @@ struct Serve: ParsableCommand {
             let names = secrets.senders.keys.sorted().joined(separator: ", ")
             Log.write("senders from \(directory): \(names.isEmpty ? "none" : names)")
         }
-        let spool = Settings.spool(directory: spoolOptions.spoolDir, groupReadable: spoolOptions.spoolGroupReadable)
+        let spool = Settings.spool(directory: spoolOptions.spoolDir, groupReadable: spoolOptions.spoolGroupReadable,
+                                   journaled: !spoolOptions.noSpoolJournal)
         if let spool {
             do {
                 try spool.prepare()
@@ -259,12 +261,14 @@ enum Settings {
     static let maxBodyVariable = "WEBHOOK_MAX_BODY_BYTES"
     static let spoolVariable = "WEBHOOK_SPOOL_DIR"
     static let groupReadableVariable = "WEBHOOK_SPOOL_GROUP_READABLE"
+    static let journalVariable = "WEBHOOK_SPOOL_JOURNAL"
 
     /// The spool named by `directory`, else by `WEBHOOK_SPOOL_DIR`; nil when neither names one.
-    static func spool(directory: String?, groupReadable: Bool = false) -> Spool? {
+    static func spool(directory: String?, groupReadable: Bool = false, journaled: Bool = true) -> Spool? {
         guard let directory = directory ?? environment(spoolVariable), !directory.isEmpty else { return nil }
         let readable = groupReadable || ["1", "true", "yes"].contains(environment(groupReadableVariable) ?? "")
-        return Spool(directory: directory, groupReadable: readable)
+        let journal = journaled && !["0", "off", "false", "no"].contains(environment(journalVariable) ?? "")
+        return Spool(directory: directory, groupReadable: readable, journaled: journal)
     }
 
     /// The hook named by `command`, else by `WEBHOOK_EXEC`; nil when neither names one.

@@ -1,0 +1,129 @@
+import CLinux
+import WebhookCore
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One slot of the journal's log file, as bytes: its header, its records, and naming the payloads they hold. Both
+/// the worker that owns the slot (``Journal``) and the process that names payloads (``Namer``) read it this way.
+struct JournalSlot {
+    static let size = 64 << 20
+    static let headerSize = 4096
+    static let recordHeaderSize = 16
+    private static let magic = Array("WHJRNL01".utf8)
+    private static let headerLength = magic.count + 8 + 36 + 4
+
+    let fd: Int32
+    let index: Int
+    var base: Int { index * Self.size }
+
+    /// Bytes [base, base + length) of the log.
+    func read(_ count: Int, at offset: Int) -> [UInt8]? {
+        guard count >= 0, offset >= 0, offset + count <= Self.size else { return nil }
+        var bytes = [UInt8](repeating: 0, count: count)
+        let done = bytes.withUnsafeMutableBytes { buffer in
+            retryingOnInterrupt { pread(fd, buffer.baseAddress, count, off_t(base + offset)) }
+        }
+        return done == count ? bytes : nil
+    }
+
+    func write(_ bytes: [UInt8], at offset: Int) -> Int32? {
+        bytes.withUnsafeBytes { buffer in
+            var done = 0
+            while done < buffer.count {
+                let count = retryingOnInterrupt {
+                    pwrite(fd, buffer.baseAddress! + done, buffer.count - done, off_t(base + offset + done))
+                }
+                if count < 0 { return errno }
+                if count == 0 { return EIO }
+                done += count
+            }
+            return nil
+        }
+    }
+
+    /// The header's generation and boot id, if the header is whole.
+    func header() -> (generation: UInt64, boot: [UInt8])? {
+        guard let header = read(Self.headerLength, at: 0), header.starts(with: Self.magic),
+              CRC32C.checksum(header.dropLast(4)) == header.littleEndian(UInt32.self, at: header.count - 4)
+        else { return nil }
+        return (header.littleEndian(UInt64.self, at: 8), Array(header[16..<52].prefix { $0 != 0 }))
+    }
+
+    static func header(generation: UInt64, boot: [UInt8]) -> [UInt8] {
+        var header = magic
+        header.appendLittleEndian(generation)
+        header += boot.prefix(36) + [UInt8](repeating: 0, count: 36 - min(36, boot.count))
+        header.appendLittleEndian(CRC32C.checksum(header))
+        return header
+    }
+
+    static func record(id: String, content: [UInt8], generation: UInt64) -> [UInt8] {
+        var record: [UInt8] = []
+        record.reserveCapacity(recordHeaderSize + 2 + id.utf8.count + content.count)
+        record.appendLittleEndian(UInt32(2 + id.utf8.count + content.count))
+        record.appendLittleEndian(UInt32(0))  // the checksum, below
+        record.appendLittleEndian(generation)
+        record.appendLittleEndian(UInt16(id.utf8.count))
+        record += id.utf8
+        record += content
+        let crc = CRC32C.checksum(record[8...])
+        for index in 0..<4 { record[4 + index] = UInt8(truncatingIfNeeded: crc >> (8 * index)) }
+        return record
+    }
+
+    /// The record at `offset` if it is whole and of `generation`: its id, content and size. A wrong length,
+    /// checksum, generation or id ends the log there: a torn or corrupted record is never delivered.
+    func record(at offset: Int, generation: UInt64) -> (id: String, content: [UInt8], size: Int)? {
+        guard let head = read(Self.recordHeaderSize, at: offset) else { return nil }
+        let length = Int(head.littleEndian(UInt32.self, at: 0))
+        guard length >= 2, head.littleEndian(UInt64.self, at: 8) == generation,
+              let rest = read(length, at: offset + Self.recordHeaderSize),
+              CRC32C.checksum(rest, continuing: CRC32C.checksum(head[8...])) == head.littleEndian(UInt32.self, at: 4)
+        else { return nil }
+        let idLength = Int(rest.littleEndian(UInt16.self, at: 0))
+        guard 2 + idLength <= rest.count else { return nil }
+        let id = String(decoding: rest[2..<(2 + idLength)], as: UTF8.self)
+        guard Receipt.isWellFormed(id) else { return nil }
+        return (id, Array(rest[(2 + idLength)...]), Self.recordHeaderSize + length)
+    }
+
+    /// Names `new/ID` for every record from `offset` up to `end` (or to the end of the log), unless `cur/` has
+    /// it (a consumer took it) or `new/` has it (byte for byte, when `compare`: after a restart of the machine, an
+    /// unsynced file may be empty). Returns where it stopped and how many it named.
+    func name(in spool: Spool, from offset: Int, to end: Int? = nil, generation: UInt64, compare: Bool = false)
+        throws(SystemError) -> (reached: Int, named: Int)
+    {
+        var offset = offset
+        var named = 0
+        while end.map({ offset < $0 }) ?? true, let (id, content, size) = record(at: offset, generation: generation) {
+            offset += size
+            if spool.contains(id, in: "cur") { continue }
+            if compare {
+                if spool.contents(of: id) == content { continue }
+                unlink(spool.path("new", id))
+            }
+            if try spool.link(content, as: id, sync: false) { named += 1 }
+        }
+        return (offset, named)
+    }
+
+    /// The lock that keeps the namer and the slot's checkpoint apart (byte 1 of the slot; byte 0 is its owner's).
+    func lockNaming(wait: Bool) -> Bool { clinux_lock_range(fd, Int64(base + 1), 1, true, wait) == 0 }
+    func unlockNaming() { _ = clinux_lock_range(fd, Int64(base + 1), 1, false, false) }
+}
+
+extension [UInt8] {
+    mutating func appendLittleEndian<T: FixedWidthInteger>(_ value: T) {
+        Swift.withUnsafeBytes(of: value.littleEndian) { append(contentsOf: $0) }
+    }
+}
+
+extension Collection<UInt8> where Index == Int {
+    func littleEndian<T: FixedWidthInteger>(_: T.Type, at offset: Int) -> T {
+        var value = T.zero
+        for index in (0..<MemoryLayout<T>.size).reversed() { value = value << 8 | T(self[startIndex + offset + index]) }
+        return value
+    }
+}

@@ -1,0 +1,55 @@
+import CLinux
+import WebhookCore
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The FastCGI server's process that gives journaled payloads their names in `new/` (step 3 of ``Journal``), so
+/// that no worker touches file-system metadata while a sender waits: it reads each slot's durable records past
+/// what it has named, names them, and starts a hook runner when it named any. It sleeps on the journal board until
+/// a worker publishes a record. Nothing depends on it for durability: a worker names whatever is left at its
+/// checkpoint, and recovery names what a crash left.
+struct Namer {
+    let spool: Spool
+    let board: JournalBoard
+    let hook: Hook?
+
+    /// Runs until SIGTERM or SIGINT (pending on `stop`, a signalfd), naming what is waiting one last time.
+    func run(stop: Int32) -> Int32 {
+        var log: Int32 = -1
+        defer { if log >= 0 { close(log) } }
+        while true {
+            if log < 0 { log = open(Journal.path(of: spool), O_RDWR | O_CLOEXEC | O_NOFOLLOW) }
+            let named = log >= 0 ? nameWaiting(in: log) : 0
+            if named > 0 {
+                hook?.startRunner(for: spool, logFile: nil)
+                continue
+            }
+            var pending = pollfd(fd: stop, events: Int16(POLLIN), revents: 0)
+            if poll(&pending, 1, 0) > 0 { return 0 }
+            board.namerSleep(microseconds: 200_000)
+        }
+    }
+
+    /// One pass over the slots; returns how many payloads it named.
+    private func nameWaiting(in log: Int32) -> Int {
+        var total = 0
+        for index in 0..<board.slotsInUse where board.named(index) < board.durable(index) {
+            let slot = JournalSlot(fd: log, index: index)
+            guard slot.lockNaming(wait: false) else { continue }  // its worker is checkpointing: it names them
+            defer { slot.unlockNaming() }
+            let (from, end) = (board.named(index), board.durable(index))  // again, now that no checkpoint can reset them
+            guard from < end, let header = slot.header() else { continue }
+            do {
+                let (reached, named) = try slot.name(in: spool, from: from, to: end, generation: header.generation)
+                board.setNamed(index, reached >= end ? end : reached)
+                total += named
+                if reached < end { Log.write("journal \(Journal.path(of: spool)) slot \(index): a record at \(reached) cannot be read; its worker names the rest") }
+            } catch {
+                Log.write("journal: cannot name payloads: \(error); their workers name them at their next checkpoint")
+            }
+        }
+        return total
+    }
+}
