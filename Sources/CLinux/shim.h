@@ -25,6 +25,9 @@ static inline int clinux_o_tmpfile(void) { return O_TMPFILE; }
 static inline int clinux_o_tmpfile(void) { return 020000000 | O_DIRECTORY; }
 #endif
 
+/// Names this process in ps and /proc/PID/comm (prctl PR_SET_NAME; 15 bytes at most).
+static inline int clinux_set_process_name(const char *name) { return prctl(PR_SET_NAME, name, 0, 0, 0); }
+
 /// Asks the kernel to send `signal` to this process when its parent dies (prctl PR_SET_PDEATHSIG).
 static inline int clinux_set_parent_death_signal(int signal) { return prctl(PR_SET_PDEATHSIG, signal); }
 

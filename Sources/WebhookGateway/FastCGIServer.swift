@@ -228,6 +228,7 @@ private struct Supervisor {
             // Below the workers: a sender waits on them, nobody waits on a name (the records are durable); under
             // load the namer catches up when the workers idle, or a worker names its slot's rest at a checkpoint.
             _ = nice(10)
+            _ = clinux_set_process_name(Namer.processName)
             _exit(Namer(spool: spool, board: board, hook: server.responder.hook).run(stop: stop))
         }
         (namer, namerDue) = pid > 0 ? (pid, nil) : (nil, Clock.now() + 1)

@@ -152,7 +152,12 @@ final class Journal {
             if end + size > prepared { try prepare(upTo: end + size) }
             let record = JournalSlot.record(id: id, content: content, generation: generation)
             if let failure = slot.write(record, at: end) { throw SystemError(operation: "write \(description)", code: failure) }
-            try sync()
+            do throws(SystemError) {
+                try sync()
+            } catch {
+                _ = slot.write([UInt8](repeating: 0, count: JournalSlot.recordHeaderSize), at: end)  // not answered 200: withdrawn
+                throw error
+            }
             end += size
             if pendingSince == nil { pendingSince = Clock.now() }
             board?.publish(slot.index, durableUpTo: end)

@@ -11,29 +11,36 @@ import Glibc
 /// a worker publishes a record. Nothing depends on it for durability: a worker names whatever is left at its
 /// checkpoint, and recovery names what a crash left.
 struct Namer {
+    /// How `ps` shows it.
+    static let processName = "webhook-namer"
     let spool: Spool
     let board: JournalBoard
     let hook: Hook?
 
-    /// Runs until SIGTERM or SIGINT (pending on `stop`, a signalfd), naming what is waiting one last time.
+    /// Runs until SIGTERM or SIGINT (pending on `stop`, a signalfd).
     func run(stop: Int32) -> Int32 {
         var log: Int32 = -1
         defer { if log >= 0 { close(log) } }
+        var failing = false
         while true {
             if log < 0 { log = open(Journal.path(of: spool), O_RDWR | O_CLOEXEC | O_NOFOLLOW) }
-            let named = log >= 0 ? nameWaiting(in: log) : 0
-            if named > 0 {
-                hook?.startRunner(for: spool, logFile: nil)
-                continue
+            let (named, failure) = log >= 0 ? nameWaiting(in: log) : (0, nil)
+            if named > 0 { hook?.startRunner(for: spool, logFile: nil) }
+            if let failure, !failing {
+                Log.write("journal: cannot name payloads: \(failure); they are durable in the journal, and named once "
+                    + "this is fixed (retrying every second)")
+            } else if failure == nil && failing {
+                Log.write("journal: naming payloads again")
             }
+            failing = failure != nil
             var pending = pollfd(fd: stop, events: Int16(POLLIN), revents: 0)
-            if poll(&pending, 1, 0) > 0 { return 0 }
-            board.namerSleep(microseconds: 200_000)
+            if poll(&pending, 1, failing ? 1000 : 0) > 0 { return 0 }
+            if named == 0 && !failing { board.namerSleep(microseconds: 200_000) }
         }
     }
 
-    /// One pass over the slots; returns how many payloads it named.
-    private func nameWaiting(in log: Int32) -> Int {
+    /// One pass over the slots: how many payloads it named, and what stopped it, if anything did.
+    private func nameWaiting(in log: Int32) -> (Int, SystemError?) {
         var total = 0
         for index in 0..<board.slotsInUse where board.named(index) < board.durable(index) {
             let slot = JournalSlot(fd: log, index: index)
@@ -43,13 +50,16 @@ struct Namer {
             guard from < end, let header = slot.header() else { continue }
             do {
                 let (reached, named) = try slot.name(in: spool, from: from, to: end, generation: header.generation)
-                board.setNamed(index, reached >= end ? end : reached)
+                board.setNamed(index, reached)
                 total += named
-                if reached < end { Log.write("journal \(Journal.path(of: spool)) slot \(index): a record at \(reached) cannot be read; its worker names the rest") }
+                // A durable record that cannot be read back: a disk error (the worker's checkpoint tries again).
+                if reached < end {
+                    return (total, SystemError(operation: "read the record at \(reached) of journal slot \(index)", code: EIO))
+                }
             } catch {
-                Log.write("journal: cannot name payloads: \(error); their workers name them at their next checkpoint")
+                return (total, error)
             }
         }
-        return total
+        return (total, nil)
     }
 }

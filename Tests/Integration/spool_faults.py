@@ -7,12 +7,17 @@
               requests, restart it, repeat; then every request that got a 200 has its complete file in new/, no file
               in new/ is partial, and nothing was left anywhere else (files are unnamed until complete: tmp/ stays
               empty, and there is nothing to clean).
+  journal     the FastCGI workers' journal (Sources/WebhookGateway/Journal.swift): a machine restart (another boot
+              id in the slot's header) after files were lost, emptied or consumed; a corrupted record never
+              delivered; a failed fdatasync never answered 200 (strace inject); a full and a read-only disk; the
+              namer killed; a slot filled and checkpointed; concurrent duplicates; a payload deleted after a
+              checkpoint stays deleted across a crash.
 
 Usage: spool_faults.py PATH/TO/webhook-handler [--rounds N]
 """
 import hashlib, hmac, json, os, random, signal, subprocess, sys, tempfile, threading, time
 
-from checks import Checks, parse_cgi, signed_cgi_environment
+from checks import Checks, parse_cgi, signed_cgi_environment, wait_until
 
 HANDLER = os.path.realpath(sys.argv[1])
 ROUNDS = int(sys.argv[sys.argv.index("--rounds") + 1]) if "--rounds" in sys.argv else 12
@@ -93,27 +98,46 @@ def test_full_and_read_only(work):
 
 
 class Server:
-    def __init__(self, socket_path, spool, log):
-        env = {"API_SECRET_KEY": SECRET, "WEBHOOK_SPOOL_DIR": spool}
+    def __init__(self, socket_path, spool, log, workers=3, strace=(), arguments=()):
+        env = {"API_SECRET_KEY": SECRET, "WEBHOOK_SPOOL_DIR": spool, "PATH": os.environ["PATH"]}
         self.log = open(log, "ab")
-        self.process = subprocess.Popen([HANDLER, "--listen", socket_path, "--workers", "3"], env=env,
-                                        stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)
+        self.traced = bool(strace)
+        command = [HANDLER, "--listen", socket_path, "--workers", str(workers)] + list(arguments)
+        if strace:
+            command = ["strace", "-f", "-qq", "-o", "/dev/null"] + list(strace) + command
+        self.process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)
         deadline = time.time() + 10
-        while not os.path.exists(socket_path) or len(self.workers()) < 3:
+        # the workers and the journal's namer (a spool is journaled by default)
+        while not os.path.exists(socket_path) or len(self.workers()) < workers + 1:
             if time.time() > deadline:
                 raise RuntimeError("server did not start")
             time.sleep(0.02)
 
+    def supervisor(self):
+        """The handler's supervisor: under strace, strace's child running the handler."""
+        if not self.traced:
+            return self.process.pid
+        for pid in children(self.process.pid):
+            if os.path.realpath("/proc/%d/exe" % pid) == HANDLER:
+                return pid
+        return -1
+
     def workers(self):
-        try:
-            with open("/proc/%d/task/%d/children" % (self.process.pid, self.process.pid)) as f:
-                return [int(pid) for pid in f.read().split()]
-        except OSError:
-            return []
+        """The supervisor's children: its workers and the journal's namer."""
+        return children(self.supervisor())
+
+    def namer(self):
+        for pid in self.workers():
+            try:
+                if open("/proc/%d/comm" % pid).read().strip() == "webhook-namer":
+                    return pid
+            except OSError:
+                pass
+        return None
 
     def kill_all(self):
         """SIGKILL the supervisor and every worker, as a power cut would."""
-        victims = [self.process.pid] + self.workers()
+        victims = [self.supervisor()] + self.workers() + ([self.process.pid] if self.traced else [])
         for pid in victims:
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -121,15 +145,25 @@ class Server:
                 pass
         self.process.wait()
         for pid in victims[1:]:
+            if pid == self.process.pid:
+                continue
             while os.path.exists("/proc/%d" % pid) and open("/proc/%d/stat" % pid).read().split()[2] != "Z":
                 time.sleep(0.005)
         self.log.close()
 
     def stop(self):
-        self.process.send_signal(signal.SIGTERM)
+        os.kill(self.supervisor(), signal.SIGTERM)
         code = self.process.wait(timeout=40)
         self.log.close()
         return code
+
+
+def children(pid):
+    try:
+        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+            return [int(child) for child in f.read().split()]
+    except OSError:
+        return []
 
 
 def fastcgi(socket_path, body):
@@ -196,13 +230,257 @@ def test_crash(work):
     expect("crash: clean stop", server.stop() == 0)
 
 
+SLOT = 64 << 20  # Journal: each worker's slot of .journal/log; records from 4096 bytes in
+CRC32C_TABLE = []
+for _n in range(256):
+    _c = _n
+    for _ in range(8):
+        _c = (_c >> 1) ^ 0x82F63B78 if _c & 1 else _c >> 1
+    CRC32C_TABLE.append(_c)
+
+
+def crc32c(data, crc=0):
+    crc ^= 0xFFFFFFFF
+    for byte in data:
+        crc = CRC32C_TABLE[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+def journal_records(spool, slot=0):
+    """The valid records of a slot, read as recovery reads them: [(offset, id, content)]."""
+    with open(os.path.join(spool, ".journal", "log"), "rb") as f:
+        f.seek(slot * SLOT)
+        generation = f.read(56)[8:16]
+        records, offset = [], 4096
+        while True:
+            f.seek(slot * SLOT + offset)
+            head = f.read(16)
+            length = int.from_bytes(head[0:4], "little")
+            if len(head) < 16 or length < 2 or head[8:16] != generation:
+                return records
+            rest = f.read(length)
+            if crc32c(rest, crc32c(head[8:16])) != int.from_bytes(head[4:8], "little"):
+                return records
+            id_length = int.from_bytes(rest[0:2], "little")
+            records.append((offset, rest[2:2 + id_length].decode(), rest[2 + id_length:]))
+            offset += 16 + length
+
+
+def set_boot_id(spool, boot, slot=0):
+    """Rewrites the slot header's boot id (and its checksum): what recovery sees after the machine restarted."""
+    with open(os.path.join(spool, ".journal", "log"), "r+b") as f:
+        f.seek(slot * SLOT)
+        header = bytearray(f.read(56))
+        header[16:52] = boot.encode().ljust(36, b"\0")
+        header[52:56] = crc32c(bytes(header[:52])).to_bytes(4, "little")
+        f.seek(slot * SLOT)
+        f.write(header)
+
+
+def stored(spool, id_, body):
+    path = os.path.join(spool, "new", id_)
+    return os.path.exists(path) and check_complete(spool, id_) and open(path, "rb").read().partition(b"\n")[2] == body
+
+
+def post_all(socket_path, bodies):
+    ids = []
+    for body in bodies:
+        status, _, answer = fastcgi(socket_path, body)
+        ids.append(json.loads(answer)["id"] if status == 200 else None)
+    return ids
+
+
+def test_journal_restart(work):
+    """Acknowledged, named, then the machine 'restarts' before a checkpoint: files lost, emptied, consumed, and a
+    corrupted record. Recovery restores what the records hold and never delivers the corrupted one."""
+    spool, socket_path, log = os.path.join(work, "j-restart"), os.path.join(work, "j.sock"), os.path.join(work, "j.log")
+    server = Server(socket_path, spool, log, workers=1)
+    bodies = [body_of(500 + 100 * i, "restart-%d" % i) for i in range(6)]
+    ids = post_all(socket_path, bodies)
+    expect("journal: six payloads acknowledged", None not in ids, ids)
+    expect("journal: the namer names them in new/ without a request waiting",
+           wait_until(lambda: all(stored(spool, i, b) for i, b in zip(ids, bodies)), 5))
+    server.kill_all()  # well within the five idle seconds before a checkpoint
+    records = journal_records(spool)
+    expect("journal: the slot holds the six records (no checkpoint yet)", [r[1] for r in records] == ids, len(records))
+    new = lambda i: os.path.join(spool, "new", ids[i])
+    os.truncate(new(0), 0)                                   # an unsynced file left empty
+    os.remove(new(1))                                        # an unsynced name lost
+    os.rename(new(2), os.path.join(spool, "cur", ids[2]))    # consumed before the crash
+    os.remove(new(4))
+    os.remove(new(5))
+    with open(os.path.join(spool, ".journal", "log"), "r+b") as f:  # the last record torn: one byte of its body
+        f.seek(records[5][0] + 16 + 2 + 64 + 40)
+        byte = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([byte[0] ^ 0x20]))
+    set_boot_id(spool, "00000000-0000-0000-0000-000000000000")
+    server = Server(socket_path, spool, log, workers=1)
+    expect("journal restart: an emptied file is written again", stored(spool, ids[0], bodies[0]))
+    expect("journal restart: a lost name is restored", stored(spool, ids[1], bodies[1]))
+    expect("journal restart: a consumed payload stays in cur/ only",
+           not os.path.exists(new(2)) and os.path.exists(os.path.join(spool, "cur", ids[2])))
+    expect("journal restart: an intact file is left as it is", stored(spool, ids[3], bodies[3]))
+    expect("journal restart: a record before the torn one is restored", stored(spool, ids[4], bodies[4]))
+    expect("journal restart: the torn record is never delivered", not os.path.exists(new(5)), files(spool, "new"))
+    expect("journal restart: the supervisor says what it recovered",
+           "recovered 3 payloads into new/" in open(log, errors="replace").read())
+    expect("journal restart: the slot was checkpointed (no record left)", journal_records(spool) == [])
+    expect("journal restart: clean stop", server.stop() == 0)
+
+
+def test_journal_crash_and_deletion(work):
+    """In the same boot a killed server's records are named on restart; one deleted after a checkpoint stays
+    deleted, one deleted before it comes back (at-least-once, as the README says)."""
+    spool, socket_path, log = os.path.join(work, "j-delete"), os.path.join(work, "j.sock"), os.path.join(work, "j.log")
+    server = Server(socket_path, spool, log, workers=1)
+    kept, back = body_of(300, "deleted-after-checkpoint"), body_of(300, "deleted-before-checkpoint")
+    [kept_id] = post_all(socket_path, [kept])
+    wait_until(lambda: stored(spool, kept_id, kept), 5)
+    expect("journal: an idle worker checkpoints (its slot has no record left)",
+           wait_until(lambda: journal_records(spool) == [], 12))
+    os.remove(os.path.join(spool, "new", kept_id))
+    [back_id] = post_all(socket_path, [back])
+    wait_until(lambda: stored(spool, back_id, back), 5)
+    os.remove(os.path.join(spool, "new", back_id))
+    server.kill_all()
+    server = Server(socket_path, spool, log, workers=1)
+    expect("journal crash: a payload deleted after a checkpoint stays deleted",
+           not os.path.exists(os.path.join(spool, "new", kept_id)))
+    expect("journal crash: one deleted before the checkpoint is delivered again", stored(spool, back_id, back))
+    expect("journal crash: clean stop", server.stop() == 0)
+
+
+def test_journal_sync_failure(work):
+    """A record whose fdatasync fails is never answered 200: the payload is stored the long way (its own fsync),
+    and when that fails too the answer is 503 and nothing is named."""
+    socket_path, log = os.path.join(work, "j.sock"), os.path.join(work, "j-sync.log")
+    spool = os.path.join(work, "j-sync-both")
+    expect("a spool with its journal made (so that only the payload's own fsync is left to fail)",
+           Server(socket_path, spool, log, workers=1).stop() == 0)
+    # fdatasync 1 of the worker writes its slot's header; 2 and later cover records
+    server = Server(socket_path, spool, log, workers=1,
+                    strace=["-e", "inject=fdatasync:error=EIO:when=2+", "-e", "inject=fsync:error=EIO"])
+    status, headers, answer = fastcgi(socket_path, body_of(400, "sync-fails"))
+    expect("fdatasync and fsync fail: 503 with Retry-After", status == 503 and headers.get("retry-after") == "30",
+           (status, answer))
+    time.sleep(0.5)
+    expect("fdatasync and fsync fail: nothing in new/", files(spool, "new") == [], files(spool, "new"))
+    expect("fdatasync and fsync fail: the unsynced record was withdrawn", journal_records(spool) == [])
+    expect("fdatasync and fsync fail: stopped", server.stop() == 0)
+    expect("fdatasync fails: the journal says why", "Input/output error" in open(log, errors="replace").read())
+
+    spool = os.path.join(work, "j-sync-record")
+    server = Server(socket_path, spool, log, workers=1, strace=["-e", "inject=fdatasync:error=EIO:when=2+"])
+    body = body_of(400, "record-sync-fails")
+    status, _, answer = fastcgi(socket_path, body)
+    id_ = json.loads(answer).get("id") if status == 200 else None
+    expect("fdatasync fails, fsync works: 200, through the payload's own fsync", status == 200, (status, answer))
+    expect("fdatasync fails, fsync works: named at once (not by the namer)", id_ and stored(spool, id_, body))
+    expect("fdatasync fails: stored the long way from then on",
+           "payloads are stored with a sync of their own" in open(log, errors="replace").read())
+    expect("fdatasync fails, fsync works: stopped", server.stop() == 0)
+
+
+def test_journal_full_disk(work):
+    """A full disk: a record still fits the slot's written space, so it is durable and answered 200, and named when
+    space comes back; once that space is used up the answer is 503."""
+    mount = os.path.join(work, "jsmall")
+    os.makedirs(mount)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0755", "tmpfs", mount], check=True)
+    server = None
+    try:
+        spool, socket_path, log = os.path.join(mount, "spool"), os.path.join(work, "j.sock"), os.path.join(work, "j-full.log")
+        server = Server(socket_path, spool, log, workers=1)
+        [first] = post_all(socket_path, [body_of(100, "full-first")])
+        expect("journal, tmpfs: a first payload", first is not None)
+        filler = os.path.join(mount, "filler")
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            while True:
+                os.write(fd, b"\0" * 4096)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+        answers = []
+        for n in range(8):
+            body = body_of(200_000, "full-%d" % n)
+            status, headers, _ = fastcgi(socket_path, body)
+            answers.append((status, headers.get("retry-after"), body))
+        acknowledged = [body for status, _, body in answers if status == 200]
+        refused = [status for status, retry, _ in answers if status == 503 and retry == "30"]
+        expect("journal, full disk: payloads that fit the written space get 200 (%d)" % len(acknowledged),
+               len(acknowledged) >= 1)
+        expect("journal, full disk: then 503 with Retry-After", len(refused) >= 1 and len(refused) + len(acknowledged) == 8,
+               [a[:2] for a in answers])
+        expect("journal, full disk: the acknowledged ones wait, unnamed",
+               not any(os.path.exists(os.path.join(spool, "new", hashlib.sha256(b).hexdigest())) for b in acknowledged))
+        os.remove(filler)
+        expect("journal, space freed: every acknowledged payload is named, whole",
+               wait_until(lambda: all(stored(spool, hashlib.sha256(b).hexdigest(), b) for b in acknowledged), 10))
+        status, _, _ = fastcgi(socket_path, body_of(300, "after-full"))
+        expect("journal, space freed: 200 again", status == 200)
+        expect("journal, full disk: stopped", server.stop() == 0)
+        server = None
+    finally:
+        if server:
+            server.kill_all()
+        subprocess.run(["umount", mount], check=False)
+
+
+def test_journal_namer_and_slot(work):
+    """The namer killed: the supervisor starts another and nothing waits for ever. A slot filled up: the worker
+    checkpoints and goes on. Concurrent duplicates: one file."""
+    spool, socket_path, log = os.path.join(work, "j-namer"), os.path.join(work, "j.sock"), os.path.join(work, "j-namer.log")
+    server = Server(socket_path, spool, log, workers=1, arguments=["--max-body-bytes", str(2 << 20)])
+    namer = server.namer()
+    os.kill(namer, signal.SIGKILL)
+    body = body_of(300, "namer-killed")
+    [id_] = post_all(socket_path, [body])
+    expect("namer killed: the payload is acknowledged", id_ is not None)
+    expect("namer killed: another namer starts", wait_until(lambda: server.namer() not in (None, namer), 5))
+    expect("namer killed: the payload is named", wait_until(lambda: stored(spool, id_, body), 5))
+
+    bodies = [body_of(1 << 20, "slot-%d" % n) for n in range(70)]  # 70 MiB through a 64 MiB slot
+    ids = post_all(socket_path, bodies)
+    expect("slot full: every payload acknowledged", None not in ids)
+    expect("slot full: every payload named, whole",
+           wait_until(lambda: all(stored(spool, i, b) for i, b in zip(ids, bodies)), 20))
+    expect("slot full: the slot was checkpointed and reused", len(journal_records(spool)) < 70)
+
+    same = body_of(700, "duplicate")
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(fastcgi(socket_path, same))) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    same_id = hashlib.sha256(same).hexdigest()
+    expect("duplicates at once: all 200", [r[0] for r in results] == [200] * 8, [r[0] for r in results])
+    wait_until(lambda: stored(spool, same_id, same), 5)
+    expect("duplicates at once: one file", [n for n in files(spool, "new") if n == same_id] == [same_id])
+    status, _, answer = fastcgi(socket_path, same)
+    expect("a duplicate once named: 200, duplicate true", status == 200 and json.loads(answer)["duplicate"] is True, answer)
+    expect("namer and slot: stopped", server.stop() == 0)
+
+
 def main():
     if os.geteuid() != 0:
         expect("spool_faults.py runs as root (it mounts a tmpfs)", False)
         return checks.summary()
+    only = sys.argv[sys.argv.index("--only") + 1] if "--only" in sys.argv else None
     with tempfile.TemporaryDirectory(prefix="webhook-spool-") as work:
+        if only:
+            globals()["test_" + only](work)
+            return checks.summary()
         test_full_and_read_only(work)
         test_crash(work)
+        test_journal_restart(work)
+        test_journal_crash_and_deletion(work)
+        test_journal_sync_failure(work)
+        test_journal_full_disk(work)
+        test_journal_namer_and_slot(work)
     return checks.summary()
 
 
