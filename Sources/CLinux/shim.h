@@ -13,6 +13,7 @@
 #include <sys/inotify.h>
 #include <sys/syscall.h>
 #include <time.h>
+#include <sched.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -27,6 +28,12 @@ static inline int clinux_o_tmpfile(void) { return 020000000 | O_DIRECTORY; }
 
 /// Names this process in ps and /proc/PID/comm (prctl PR_SET_NAME; 15 bytes at most).
 static inline int clinux_set_process_name(const char *name) { return prctl(PR_SET_NAME, name, 0, 0, 0); }
+
+/// Runs this process only when a CPU would otherwise idle (SCHED_IDLE): for work nobody waits on.
+static inline int clinux_schedule_when_idle(void) {
+    struct sched_param none = { .sched_priority = 0 };
+    return sched_setscheduler(0, 5 /* SCHED_IDLE */, &none);
+}
 
 /// Asks the kernel to send `signal` to this process when its parent dies (prctl PR_SET_PDEATHSIG).
 static inline int clinux_set_parent_death_signal(int signal) { return prctl(PR_SET_PDEATHSIG, signal); }

@@ -225,9 +225,10 @@ private struct Supervisor {
             signal(SIGHUP, SIG_IGN)
             var unblock = Signals.set([SIGCHLD, SIGHUP])
             sigprocmask(SIG_UNBLOCK, &unblock, nil)
-            // Below the workers: a sender waits on them, nobody waits on a name (the records are durable); under
-            // load the namer catches up when the workers idle, or a worker names its slot's rest at a checkpoint.
-            _ = nice(10)
+            // Only on CPU time the workers leave: a sender waits on them, nobody waits on a name (the records are
+            // durable). Under load the namer catches up when the workers idle; a worker whose slot fills faster than
+            // it is named helps (``Journal``).
+            if clinux_schedule_when_idle() != 0 { _ = nice(19) }
             _ = clinux_set_process_name(Namer.processName)
             _exit(Namer(spool: spool, board: board, hook: server.responder.hook).run(stop: stop))
         }

@@ -161,6 +161,7 @@ final class Journal {
             end += size
             if pendingSince == nil { pendingSince = Clock.now() }
             board?.publish(slot.index, durableUpTo: end)
+            helpNaming()
             return true
         } catch {
             give(up: error)
@@ -213,6 +214,19 @@ final class Journal {
             try check("fdatasync \(description)", fdatasync(slot.fd))
             board.completeSync(number)
             return
+        }
+    }
+
+    /// When the namer lags more than a quarter of the slot behind (it only runs on idle CPU time), names a few of
+    /// this slot's records itself, so that a sustained load slows down gradually instead of the slot filling up
+    /// and its checkpoint naming thousands at once. The record is durable already: a failure here is the namer's
+    /// to report.
+    private func helpNaming() {
+        guard let board, end - board.named(slot.index) > JournalSlot.size / 4, slot.lockNaming(wait: false) else { return }
+        defer { slot.unlockNaming() }
+        if let (reached, _) = try? slot.name(in: spool, from: board.named(slot.index), to: end, generation: generation,
+                                             limit: 4) {
+            board.setNamed(slot.index, reached)
         }
     }
 

@@ -89,16 +89,18 @@ struct JournalSlot {
         return (id, Array(rest[(2 + idLength)...]), Self.recordHeaderSize + length)
     }
 
-    /// Names `new/ID` for every record from `offset` up to `end` (or to the end of the log), unless `cur/` has
-    /// it (a consumer took it) or `new/` has it (byte for byte, when `compare`: after a restart of the machine, an
-    /// unsynced file may be empty). Returns where it stopped and how many it named.
-    func name(in spool: Spool, from offset: Int, to end: Int? = nil, generation: UInt64, compare: Bool = false)
-        throws(SystemError) -> (reached: Int, named: Int)
+    /// Names `new/ID` for every record from `offset` up to `end` (or to the end of the log; at most `limit`
+    /// records), unless `cur/` has it (a consumer took it) or `new/` has it (byte for byte, when `compare`: after a
+    /// restart of the machine, an unsynced file may be empty). Returns where it stopped and how many it named.
+    func name(in spool: Spool, from offset: Int, to end: Int? = nil, generation: UInt64, compare: Bool = false,
+              limit: Int = .max) throws(SystemError) -> (reached: Int, named: Int)
     {
         var offset = offset
-        var named = 0
-        while end.map({ offset < $0 }) ?? true, let (id, content, size) = record(at: offset, generation: generation) {
+        var (named, read) = (0, 0)
+        while read < limit, end.map({ offset < $0 }) ?? true,
+              let (id, content, size) = record(at: offset, generation: generation) {
             offset += size
+            read += 1
             if spool.contains(id, in: "cur") { continue }
             if compare {
                 if spool.contents(of: id) == content { continue }

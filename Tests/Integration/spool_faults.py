@@ -442,6 +442,17 @@ def test_journal_namer_and_slot(work):
     expect("namer killed: another namer starts", wait_until(lambda: server.namer() not in (None, namer), 5))
     expect("namer killed: the payload is named", wait_until(lambda: stored(spool, id_, body), 5))
 
+    namer = server.namer()
+    os.kill(namer, signal.SIGSTOP)  # as if never given CPU time (it runs only on what the workers leave)
+    lagging = [body_of(1 << 20, "lagging-%d" % n) for n in range(24)]
+    lagging_ids = post_all(socket_path, lagging)
+    named = [i for i in lagging_ids if i and os.path.exists(os.path.join(spool, "new", i))]
+    expect("namer starved: past a quarter of its slot the worker names payloads itself (%d of 24)" % len(named),
+           None not in lagging_ids and len(named) >= 8)
+    os.kill(namer, signal.SIGCONT)
+    expect("namer back: every payload named, whole",
+           wait_until(lambda: all(stored(spool, i, b) for i, b in zip(lagging_ids, lagging)), 10))
+
     bodies = [body_of(1 << 20, "slot-%d" % n) for n in range(70)]  # 70 MiB through a 64 MiB slot
     ids = post_all(socket_path, bodies)
     expect("slot full: every payload acknowledged", None not in ids)
