@@ -6,13 +6,15 @@
 #
 #   bench/run.sh            the full run: 3 repetitions of 5 s per contender and workload (medians), ~8 minutes
 #   bench/run.sh --smoke    1 repetition of 1 s: checks every peer and prints the table (CI runs this)
+# Last, the durable path (bench/durable.py): verify-only, the spool through its journal and with a sync per file,
+# against PostgreSQL's pgbench on the same disk, and what a stored payload costs in system calls and instructions.
 #   BENCH_CONTENDERS="this-fastcgi c-fastcgi" bench/run.sh   only these (with return-200 and php-fpm, the baselines)
 source "$(dirname "$0")/../Tests/Integration/lib.sh"
 cd "$(dirname "$0")/.."
 
 smoke=false; [ "${1:-}" = "--smoke" ] && smoke=true
 reps=3; seconds=5; $smoke && { reps=1; seconds=1; }
-scripts/bootstrap php8.2-fpm webhook libssl-dev hyperfine nodejs gcc >&2
+scripts/bootstrap php8.2-fpm webhook libssl-dev hyperfine nodejs gcc valgrind >&2
 handler=$(deploy/build-static.sh | tail -n 1)
 swift build -c release --product hmac-throughput >&2
 throughput_bin="$(swift build -c release --show-bin-path)/hmac-throughput"
@@ -247,4 +249,8 @@ expect "one worker: still the same process" test "$(workers_of "$one_worker_pid"
 echo "one worker, $served requests after warm-up: RSS $rss_before KiB -> $rss_after KiB" \
     "= $((rss_after - rss_before)) KiB (target: under 1024 KiB)"
 stop "$nginx_pid"
+
+echo
+echo "== durable: the spool on this disk against verify-only and PostgreSQL's group commit (bench/durable.py)"
+python3 bench/durable.py "$handler" $($smoke && echo --smoke)
 summary

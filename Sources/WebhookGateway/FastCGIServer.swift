@@ -92,9 +92,17 @@ public struct FastCGIServer: Sendable {
         server.responder.scoreboard = Scoreboard(workers: workers)
         let journaled = responder.spool.flatMap { $0.journaled ? $0 : nil }
         server.journalBoard = journaled == nil ? nil : JournalBoard()
-        // Segments of workers that are gone (a crash, fewer workers than last time) are recovered before any worker
-        // starts; a worker recovers the segment it takes itself.
-        if let spool = responder.spool { Journal.recoverAbandoned(in: spool).forEach(Log.write) }
+        // Journal slots of workers that are gone (a crash, fewer workers than last time) are recovered before any
+        // worker starts; a worker recovers the slot it takes itself.
+        if let spool = responder.spool {
+            do {
+                for (slot, named) in try Journal.recoverAbandoned(in: spool) where named > 0 {
+                    Log.write("journal \(slot): recovered \(named) payloads into new/")
+                }
+            } catch {
+                Log.write("journal: cannot recover: \(error); its payloads wait until a worker takes the slot")
+            }
+        }
         var supervisor = Supervisor(server: server, socket: socket, signals: signals)
         if let handover {
             Log.write("started again on \(listener.description) with \(workers) workers; "

@@ -91,21 +91,16 @@ final class Journal {
     }
 
     /// Recovers every slot no process holds (those of workers that are gone): a supervisor does this as it
-    /// starts, and `spool recover`. Returns what it did, one line per slot that named payloads.
-    static func recoverAbandoned(in spool: Spool) -> [String] {
+    /// starts, and `spool recover`. Returns, per slot recovered, how many payloads it named.
+    static func recoverAbandoned(in spool: Spool) throws(SystemError) -> [(slot: String, named: Int)] {
         var status = stat()
         guard stat(path(of: spool), &status) == 0 else { return [] }
-        var report: [String] = []
-        do {
-            for index in 0..<min(JournalBoard.slots, (Int(status.st_size) + JournalSlot.size - 1) / JournalSlot.size) {
-                guard let journal = try lock(index, of: spool, board: nil) else { continue }
-                let named = try journal.recover()
-                if named > 0 { report.append("journal \(journal.description): recovered \(named) payloads into new/") }
-            }
-        } catch {
-            report.append("journal: cannot recover: \(error); its payloads wait until a worker takes the slot")
+        var recovered: [(String, Int)] = []
+        for index in 0..<min(JournalBoard.slots, (Int(status.st_size) + JournalSlot.size - 1) / JournalSlot.size) {
+            guard let journal = try lock(index, of: spool, board: nil) else { continue }
+            recovered.append((journal.description, try journal.recover()))
         }
-        return report
+        return recovered
     }
 
     private static func lock(_ index: Int, of spool: Spool, board: JournalBoard?) throws(SystemError) -> Journal? {
@@ -265,6 +260,14 @@ final class Journal {
             }
             prepared += count
         }
+    }
+}
+
+extension Spool {
+    /// Names what the journal holds in slots no running FastCGI server holds (`spool recover`); returns how many
+    /// payloads it named.
+    public func recoverJournal() throws(SystemError) -> Int {
+        try Journal.recoverAbandoned(in: self).reduce(0) { $0 + $1.named }
     }
 }
 

@@ -44,7 +44,7 @@ struct SpoolCommand: ParsableCommand {
             Consumers take files from new/, process them, then move them to cur/ (keeping the name) or delete
             them. Each file is one JSON envelope line, then the body's bytes exactly as received.
             """,
-        subcommands: [List.self, Stats.self, Retry.self],
+        subcommands: [List.self, Stats.self, Retry.self, Recover.self],
         defaultSubcommand: Stats.self
     )
 
@@ -84,6 +84,23 @@ struct SpoolCommand: ParsableCommand {
             }
             print("\(delivered) delivered, \(failed) failed (left in new/), \(busy) being run by a hook runner already")
             if failed > 0 { throw ExitCode(1) }
+        }
+    }
+
+    struct Recover: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Name the payloads a stopped FastCGI server left in the spool's journal.",
+            discussion: """
+                A FastCGI server records each payload in the journal (.journal/log) before its
+                200 and names new/ID a moment later; when it starts, it names what a crash left.
+                Run this when it will not start again soon (say, before moving the spool): it
+                does the same for every journal slot no running server holds.
+                """)
+        @OptionGroup var options: SpoolOptions
+
+        func run() throws {
+            let named = try options.requiredSpool().recoverJournal()
+            print("recovered \(named) payloads into new/")
         }
     }
 

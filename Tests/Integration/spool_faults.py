@@ -315,7 +315,9 @@ def test_journal_restart(work):
         f.seek(-1, 1)
         f.write(bytes([byte[0] ^ 0x20]))
     set_boot_id(spool, "00000000-0000-0000-0000-000000000000")
-    server = Server(socket_path, spool, log, workers=1)
+    done = subprocess.run([HANDLER, "spool", "recover", "--spool-dir", spool], capture_output=True, text=True, timeout=30)
+    expect("journal restart: spool recover says what it named", done.returncode == 0 and
+           done.stdout.strip() == "recovered 3 payloads into new/", (done.returncode, done.stdout, done.stderr))
     expect("journal restart: an emptied file is written again", stored(spool, ids[0], bodies[0]))
     expect("journal restart: a lost name is restored", stored(spool, ids[1], bodies[1]))
     expect("journal restart: a consumed payload stays in cur/ only",
@@ -323,9 +325,10 @@ def test_journal_restart(work):
     expect("journal restart: an intact file is left as it is", stored(spool, ids[3], bodies[3]))
     expect("journal restart: a record before the torn one is restored", stored(spool, ids[4], bodies[4]))
     expect("journal restart: the torn record is never delivered", not os.path.exists(new(5)), files(spool, "new"))
-    expect("journal restart: the supervisor says what it recovered",
-           "recovered 3 payloads into new/" in open(log, errors="replace").read())
     expect("journal restart: the slot was checkpointed (no record left)", journal_records(spool) == [])
+    server = Server(socket_path, spool, log, workers=1)
+    status, _, _ = fastcgi(socket_path, body_of(100, "after-recovery"))
+    expect("journal restart: serving again", status == 200)
     expect("journal restart: clean stop", server.stop() == 0)
 
 
@@ -345,6 +348,8 @@ def test_journal_crash_and_deletion(work):
     os.remove(os.path.join(spool, "new", back_id))
     server.kill_all()
     server = Server(socket_path, spool, log, workers=1)
+    expect("journal crash: the supervisor recovers the slot as it starts",
+           "recovered 1 payloads into new/" in open(log, errors="replace").read())
     expect("journal crash: a payload deleted after a checkpoint stays deleted",
            not os.path.exists(os.path.join(spool, "new", kept_id)))
     expect("journal crash: one deleted before the checkpoint is delivered again", stored(spool, back_id, back))
