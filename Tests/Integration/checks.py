@@ -22,6 +22,15 @@ class Checks:
         return 1 if self.failed else 0
 
 
+def children(pid):
+    """The pids of `pid`'s children (none if it is gone)."""
+    try:
+        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+            return [int(child) for child in f.read().split()]
+    except OSError:
+        return []
+
+
 def wait_until(condition, seconds=10):
     """Polls `condition` for up to `seconds`; returns its last answer."""
     deadline = time.time() + seconds

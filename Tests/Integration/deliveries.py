@@ -15,7 +15,7 @@ Usage: deliveries.py PATH/TO/webhook-handler
 """
 import hashlib, hmac, json, os, signal, socket, struct, subprocess, sys, tempfile, threading, time
 
-from checks import Checks, free_port, parse_cgi, signed_cgi_environment, wait_until
+from checks import Checks, children, free_port, parse_cgi, signed_cgi_environment, wait_until
 
 HANDLER = os.path.realpath(sys.argv[1])
 SECRET = "deliveries-secret-%d" % os.getpid()
@@ -47,14 +47,6 @@ def cgi(body, spool, strace=None, **extra):
 def files(spool, sub):
     path = os.path.join(spool, sub)
     return sorted(os.listdir(path)) if os.path.isdir(path) else []
-
-
-def children(pid):
-    try:
-        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
-            return [int(p) for p in f.read().split()]
-    except OSError:
-        return []
 
 
 def executable(pid):

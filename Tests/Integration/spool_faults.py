@@ -17,7 +17,7 @@ Usage: spool_faults.py PATH/TO/webhook-handler [--rounds N]
 """
 import hashlib, hmac, json, os, random, signal, subprocess, sys, tempfile, threading, time
 
-from checks import Checks, parse_cgi, signed_cgi_environment, wait_until
+from checks import Checks, children, parse_cgi, signed_cgi_environment, wait_until
 
 HANDLER = os.path.realpath(sys.argv[1])
 ROUNDS = int(sys.argv[sys.argv.index("--rounds") + 1]) if "--rounds" in sys.argv else 12
@@ -57,6 +57,20 @@ def body_of(size, tag):
     return json.dumps({"tag": tag, "filler": filler}, separators=(",", ":")).encode()
 
 
+def fill(mount):
+    """Fills the file system at `mount` with one file, whose path it returns."""
+    filler = os.path.join(mount, "filler")
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    return filler
+
+
 def test_full_and_read_only(work):
     mount = os.path.join(work, "small")
     os.makedirs(mount)
@@ -65,15 +79,7 @@ def test_full_and_read_only(work):
         spool = os.path.join(mount, "spool")
         status, _, _ = cgi(body_of(100, "first"), spool)
         expect("tmpfs spool: a first payload is stored", status == 200)
-        filler = os.path.join(mount, "filler")
-        fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
-        try:
-            while True:
-                os.write(fd, b"\0" * 4096)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
+        filler = fill(mount)
         big = body_of(300_000, "too-big-for-what-is-left")
         status, headers, body = cgi(big, spool)
         expect("full disk: 503", status == 503, "status %d %r" % (status, body))
@@ -156,14 +162,6 @@ class Server:
         code = self.process.wait(timeout=40)
         self.log.close()
         return code
-
-
-def children(pid):
-    try:
-        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
-            return [int(child) for child in f.read().split()]
-    except OSError:
-        return []
 
 
 def fastcgi(socket_path, body):
@@ -399,15 +397,7 @@ def test_journal_full_disk(work):
         server = Server(socket_path, spool, log, workers=1)
         [first] = post_all(socket_path, [body_of(100, "full-first")])
         expect("journal, tmpfs: a first payload", first is not None)
-        filler = os.path.join(mount, "filler")
-        fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
-        try:
-            while True:
-                os.write(fd, b"\0" * 4096)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
+        filler = fill(mount)
         answers = []
         for n in range(8):
             body = body_of(200_000, "full-%d" % n)
