@@ -121,7 +121,9 @@ final class Journal {
     func recover() throws(SystemError) -> Int {
         let hole = clinux_next_hole(slot.fd, Int64(slot.base))
         prepared = hole < 0 ? 0 : max(0, min(JournalSlot.size, Int(hole) - slot.base))
-        guard slot.lockNaming(wait: true) else { throw SystemError(operation: "lock \(description) to recover it", code: errno) }
+        guard slot.lockNaming(wait: true) else {
+            throw SystemError(operation: "lock \(description) to recover it", code: errno)
+        }
         defer { slot.unlockNaming() }
         var recovered = 0
         // A header that is torn or missing was never completed; it is written only after a syncfs, and records
@@ -146,11 +148,14 @@ final class Journal {
             if end + size > JournalSlot.size { try checkpoint() }
             if end + size > prepared { try prepare(upTo: end + size) }
             let record = JournalSlot.record(id: id, content: content, generation: generation)
-            if let failure = slot.write(record, at: end) { throw SystemError(operation: "write \(description)", code: failure) }
+            if let failure = slot.write(record, at: end) {
+                throw SystemError(operation: "write \(description)", code: failure)
+            }
             do throws(SystemError) {
                 try sync()
             } catch {
-                _ = slot.write([UInt8](repeating: 0, count: JournalSlot.recordHeaderSize), at: end)  // not answered 200: withdrawn
+                // Never answered 200: withdrawn, so that no recovery delivers it.
+                _ = slot.write([UInt8](repeating: 0, count: JournalSlot.recordHeaderSize), at: end)
                 throw error
             }
             end += size
@@ -217,7 +222,9 @@ final class Journal {
     /// and its checkpoint naming thousands at once. The record is durable already: a failure here is the namer's
     /// to report.
     private func helpNaming() {
-        guard let board, end - board.named(slot.index) > JournalSlot.size / 4, slot.lockNaming(wait: false) else { return }
+        guard let board, end - board.named(slot.index) > JournalSlot.size / 4, slot.lockNaming(wait: false) else {
+            return
+        }
         defer { slot.unlockNaming() }
         if let (reached, _) = try? slot.name(in: spool, from: board.named(slot.index), to: end, generation: generation,
                                              limit: 4) {
@@ -227,7 +234,9 @@ final class Journal {
 
     /// Names what the namer has not, makes every named file durable, then retires every record in the slot.
     func checkpoint() throws(SystemError) {
-        guard slot.lockNaming(wait: true) else { throw SystemError(operation: "lock \(description) to name", code: errno) }
+        guard slot.lockNaming(wait: true) else {
+            throw SystemError(operation: "lock \(description) to name", code: errno)
+        }
         defer { slot.unlockNaming() }
         let from = max(named, board?.named(slot.index) ?? named)
         if from < end { _ = try slot.name(in: spool, from: from, to: end, generation: generation) }
@@ -239,7 +248,9 @@ final class Journal {
         var next = generation
         while next == generation || next == 0 { next = UInt64.random(in: 1...UInt64.max) }
         let header = JournalSlot.header(generation: next, boot: Self.bootID)
-        if let failure = slot.write(header, at: 0) { throw SystemError(operation: "write \(description)", code: failure) }
+        if let failure = slot.write(header, at: 0) {
+            throw SystemError(operation: "write \(description)", code: failure)
+        }
         try check("fdatasync \(description)", fdatasync(slot.fd))
         generation = next
         prepared = max(prepared, header.count)

@@ -36,7 +36,9 @@ final class JournalBoard: @unchecked Sendable {  // a fixed mapping, touched onl
         _ = clinux_wake_all(word(.syncsCompleted))
     }
     /// Sleeps until a sync completes after `completed` (at most 20 ms: a holder that died wakes nobody).
-    func waitForSync(after completed: Int64) { _ = clinux_wait_while_unchanged(word(.syncsCompleted), completed, 20_000) }
+    func waitForSync(after completed: Int64) {
+        _ = clinux_wait_while_unchanged(word(.syncsCompleted), completed, 20_000)
+    }
 
     // Naming.
     var slotsInUse: Int { Int(clinux_atomic_load_ordered(word(.slotsInUse))) }

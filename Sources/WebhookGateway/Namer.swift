@@ -46,7 +46,8 @@ struct Namer {
             let slot = JournalSlot(fd: log, index: index)
             guard slot.lockNaming(wait: false) else { continue }  // its worker is checkpointing: it names them
             defer { slot.unlockNaming() }
-            let (from, end) = (board.named(index), board.durable(index))  // again, now that no checkpoint can reset them
+            // Again, now that no checkpoint can reset them.
+            let (from, end) = (board.named(index), board.durable(index))
             guard from < end, let header = slot.header() else { continue }
             do {
                 let (reached, named) = try slot.name(in: spool, from: from, to: end, generation: header.generation)
@@ -54,7 +55,8 @@ struct Namer {
                 total += named
                 // A durable record that cannot be read back: a disk error (the worker's checkpoint tries again).
                 if reached < end {
-                    return (total, SystemError(operation: "read the record at \(reached) of journal slot \(index)", code: EIO))
+                    let operation = "read the record at \(reached) of journal slot \(index)"
+                    return (total, SystemError(operation: operation, code: EIO))
                 }
             } catch {
                 return (total, error)
