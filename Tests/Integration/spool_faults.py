@@ -7,7 +7,7 @@
               requests, restart it, repeat; then every request that got a 200 has its complete file in new/, no file
               in new/ is partial, and nothing was left anywhere else (files are unnamed until complete: tmp/ stays
               empty, and there is nothing to clean).
-  journal     the FastCGI workers' journal (Sources/WebhookGateway/Journal.swift): a machine restart (another boot
+  journal     the FastCGI workers' journal (Sources/WebhookGateway/Journal.swift): SIGKILL mid-checkpoint, a machine restart (another boot
               id in the slot's header) after files were lost, emptied or consumed; a corrupted record never
               delivered; a failed fdatasync never answered 200 (strace inject); a full and a read-only disk; the
               namer killed; a slot filled and checkpointed; concurrent duplicates; a payload deleted after a
@@ -354,6 +354,33 @@ def test_journal_crash_and_deletion(work):
     expect("journal crash: clean stop", server.stop() == 0)
 
 
+def test_journal_checkpoint_crash(work):
+    """SIGKILL in the middle of a checkpoint (strace holds its syncfs): the slot's records are all still there, and
+    the restart names every acknowledged payload, even ones whose files went missing."""
+    spool, socket_path, log = os.path.join(work, "j-ckpt"), os.path.join(work, "j.sock"), os.path.join(work, "j-ckpt.log")
+    # syncfs 1 of the worker is the checkpoint that starts its slot; 2 is the one after five idle seconds
+    server = Server(socket_path, spool, log, workers=1, strace=["-e", "inject=syncfs:delay_enter=8000000:when=2"])
+    bodies = [body_of(300 + n, "checkpoint-%d" % n) for n in range(20)]
+    ids = post_all(socket_path, bodies)
+    expect("checkpoint crash: twenty payloads acknowledged", None not in ids)
+    worker = next(pid for pid in server.workers() if pid != server.namer())
+
+    def in_syncfs():
+        try:
+            return open("/proc/%d/syscall" % worker).read().split()[0] == "306"  # x86_64 syncfs
+        except OSError:
+            return False
+    expect("checkpoint crash: the worker is held in its checkpoint's syncfs", wait_until(in_syncfs, 10))
+    server.kill_all()
+    expect("checkpoint crash: the slot still holds every record", [r[1] for r in journal_records(spool)] == ids)
+    for id_ in ids[:3]:
+        os.remove(os.path.join(spool, "new", id_))
+    server = Server(socket_path, spool, log, workers=1)
+    expect("checkpoint crash: every acknowledged payload is in new/, whole",
+           all(stored(spool, i, b) for i, b in zip(ids, bodies)))
+    expect("checkpoint crash: clean stop", server.stop() == 0)
+
+
 def test_journal_sync_failure(work):
     """A record whose fdatasync fails is never answered 200: the payload is stored the long way (its own fsync),
     and when that fails too the answer is 503 and nothing is named."""
@@ -484,6 +511,7 @@ def main():
         test_crash(work)
         test_journal_restart(work)
         test_journal_crash_and_deletion(work)
+        test_journal_checkpoint_crash(work)
         test_journal_sync_failure(work)
         test_journal_full_disk(work)
         test_journal_namer_and_slot(work)
