@@ -79,8 +79,8 @@ struct Serve: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Permissions of a unix socket (octal).", valueName: "mode"))
     var socketMode: String = "0660"
 
-    @Option(name: .long, help: "Worker processes, each serving one request at a time (default: 4 per CPU; keep it above nginx's kept-alive connections, keepalive x worker_processes).")
-    var workers: Int = FastCGIServer.defaultWorkers
+    @Option(name: .long, help: "Worker processes, each serving one request at a time (default: 4 per CPU, 8 with a spool; keep it above nginx's kept-alive connections, keepalive x worker_processes).")
+    var workers: Int?
 
     @Option(name: .long, help: "Largest body accepted, in bytes; longer ones get 413 (default: 1048576).")
     var maxBodyBytes: Int?
@@ -109,7 +109,7 @@ struct Serve: ParsableCommand {
     @OptionGroup var hookOptions: HookOptions
 
     func validate() throws {
-        guard workers >= 1 else { throw ValidationError("--workers must be at least 1") }
+        guard (workers ?? 1) >= 1 else { throw ValidationError("--workers must be at least 1") }
         guard UInt32(socketMode, radix: 8).map({ $0 <= 0o777 }) == true else {
             throw ValidationError("--socket-mode must be an octal mode such as 0660")
         }
@@ -182,7 +182,7 @@ struct Serve: ParsableCommand {
         defer { if let slots = hook?.privateSlotsDirectory { Settings.removePrivateHookSlots(slots) } }
         let server = FastCGIServer(
             listener: listener,
-            workers: workers,
+            workers: workers ?? FastCGIServer.defaultWorkers(journaled: spool?.journaled == true),
             graceSeconds: graceSeconds,
             readTimeoutSeconds: readTimeoutSeconds,
             responder: Responder(verifier: verifier, secrets: secrets, spool: spool, hook: hook,
