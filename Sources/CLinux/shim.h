@@ -101,11 +101,6 @@ static inline int64_t clinux_next_hole(int fd, int64_t offset) {
 #endif
 }
 
-/// rename(2) that refuses an existing destination (EEXIST) instead of replacing it (renameat2 RENAME_NOREPLACE).
-static inline int clinux_rename_no_replace(const char *from, const char *to) {
-    return (int)syscall(SYS_renameat2, AT_FDCWD, from, AT_FDCWD, to, 1);
-}
-
 /// syncfs(2): flush every dirty page and inode of the file system holding `fd` (the journal's checkpoint).
 extern int syncfs(int);
 static inline int clinux_syncfs(int fd) { return syncfs(fd); }

@@ -18,7 +18,7 @@ struct JournalSlot {
     let index: Int
     var base: Int { index * Self.size }
 
-    /// Bytes [base, base + length) of the log.
+    /// `count` bytes at `offset` from the slot's start, or nil if there are not that many.
     func read(_ count: Int, at offset: Int) -> [UInt8]? {
         guard count >= 0, offset >= 0, offset + count <= Self.size else { return nil }
         var bytes = [UInt8](repeating: 0, count: count)
@@ -28,20 +28,8 @@ struct JournalSlot {
         return done == count ? bytes : nil
     }
 
-    func write(_ bytes: [UInt8], at offset: Int) -> Int32? {
-        bytes.withUnsafeBytes { buffer in
-            var done = 0
-            while done < buffer.count {
-                let count = retryingOnInterrupt {
-                    pwrite(fd, buffer.baseAddress! + done, buffer.count - done, off_t(base + offset + done))
-                }
-                if count < 0 { return errno }
-                if count == 0 { return EIO }
-                done += count
-            }
-            return nil
-        }
-    }
+    /// Writes `bytes` at `offset` from the slot's start; the `errno` of a failure, or nil.
+    func write(_ bytes: [UInt8], at offset: Int) -> Int32? { writeAll(fd, bytes, at: base + offset) }
 
     /// The header's generation and boot id, if the header is whole.
     func header() -> (generation: UInt64, boot: [UInt8])? {

@@ -42,15 +42,22 @@ public func directoryEntries(_ directory: String) throws(SystemError) -> [String
     return names.sorted()
 }
 
-/// Writes all of `bytes` to `fd`, retrying short writes and interruptions; the `errno` of a failure, or nil.
-func writeAll(_ fd: Int32, _ bytes: [UInt8]) -> Int32? {
+/// Writes all of `bytes` to `fd` — at its file position, or at `offset` (`pwrite`) — retrying short writes and
+/// interruptions; the `errno` of a failure, or nil.
+func writeAll(_ fd: Int32, _ bytes: [UInt8], at offset: Int? = nil) -> Int32? {
     bytes.withUnsafeBytes { buffer in
-        var offset = 0
-        while offset < buffer.count {
-            let count = retryingOnInterrupt { write(fd, buffer.baseAddress! + offset, buffer.count - offset) }
+        var done = 0
+        while done < buffer.count {
+            let count = retryingOnInterrupt {
+                if let offset {
+                    pwrite(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset + done))
+                } else {
+                    write(fd, buffer.baseAddress! + done, buffer.count - done)
+                }
+            }
             if count < 0 { return errno }
             if count == 0 { return EIO }
-            offset += count
+            done += count
         }
         return nil
     }
