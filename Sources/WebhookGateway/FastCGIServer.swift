@@ -48,6 +48,8 @@ public struct FastCGIServer: Sendable {
     public var responder: Responder
     /// The journal's shared numbers (with a journaled spool), made before the workers are forked.
     var journalBoard: JournalBoard?
+    /// The spool, if its payloads go through the workers' ``Journal``.
+    var journaledSpool: Spool? { responder.spool.flatMap { $0.journaled ? $0 : nil } }
 
     public init(listener: Listener, workers: Int, graceSeconds: Double, readTimeoutSeconds: Double = 30,
                 responder: Responder) {
@@ -95,8 +97,7 @@ public struct FastCGIServer: Sendable {
         _ = fcntl(socket, F_SETFL, fcntl(socket, F_GETFL) | O_NONBLOCK)
         var server = self
         server.responder.scoreboard = Scoreboard(workers: workers)
-        let journaled = responder.spool.flatMap { $0.journaled ? $0 : nil }
-        server.journalBoard = journaled == nil ? nil : JournalBoard()
+        server.journalBoard = journaledSpool == nil ? nil : JournalBoard()
         // Journal slots of workers that are gone (a crash, fewer workers than last time) are recovered before any
         // worker starts; a worker recovers the slot it takes itself.
         if let spool = responder.spool {
@@ -205,16 +206,22 @@ private struct Supervisor {
         _ = Handover.executable
     }
 
-    /// Forks a worker; if the system cannot (EAGAIN: too many processes), tries again later.
-    mutating func spawn() {
+    /// Forks a child that runs `body` and exits with its status; the child's pid, or -1.
+    private func forkChild(_ body: () -> Int32) -> pid_t {
         let supervisor = getpid()
         let pid = fork()
         if pid == 0 {
             // Die with the supervisor (a worker left behind would serve with nobody to replace or stop it).
             _ = clinux_set_parent_death_signal(SIGTERM)
             if getppid() != supervisor { _exit(0) }
-            _exit(Worker(server: server, socket: socket).serve())
+            _exit(body())
         }
+        return pid
+    }
+
+    /// Forks a worker; if the system cannot (EAGAIN: too many processes), tries again later.
+    mutating func spawn() {
+        let pid = forkChild { [server, socket] in Worker(server: server, socket: socket).serve() }
         if pid < 0 {
             let delay = backoff()
             Log.write("cannot start a worker: fork: \(String(cString: strerror(errno))); trying again in \(Int(delay))s")
@@ -227,23 +234,15 @@ private struct Supervisor {
 
     /// Forks the ``Namer``, if the spool is journaled; if the system cannot, tries again in a second.
     mutating func spawnNamer() {
-        guard let board = server.journalBoard, let spool = server.responder.spool else { return }
-        let supervisor = getpid()
-        let pid = fork()
-        if pid == 0 {
-            _ = clinux_set_parent_death_signal(SIGTERM)
-            if getppid() != supervisor { _exit(0) }
-            var stopSignals = Signals.set([SIGTERM, SIGINT])
-            let stop = clinux_signal_fd(&stopSignals)
-            signal(SIGHUP, SIG_IGN)
-            var unblock = Signals.set([SIGCHLD, SIGHUP])
-            sigprocmask(SIG_UNBLOCK, &unblock, nil)
+        guard let board = server.journalBoard, let spool = server.journaledSpool else { return }
+        let pid = forkChild { [hook = server.responder.hook] in
+            let stop = Signals.stopDescriptor()
             // Only on CPU time the workers leave: a sender waits on them, nobody waits on a name (the records are
             // durable). Under load the namer catches up when the workers idle; a worker whose slot fills faster than
             // it is named helps (``Journal``).
             if clinux_schedule_when_idle() != 0 { _ = nice(19) }
             _ = clinux_set_process_name(Namer.processName)
-            _exit(Namer(spool: spool, board: board, hook: server.responder.hook).run(stop: stop))
+            return Namer(spool: spool, board: board, hook: hook).run(stop: stop)
         }
         (namer, namerDue) = pid > 0 ? (pid, nil) : (nil, Clock.now() + 1)
     }
@@ -336,13 +335,8 @@ private struct Worker {
 
     /// Returns the worker's exit status.
     func serve() -> Int32 {
-        // SIGTERM and SIGINT stay blocked (the supervisor blocked them before forking): they arrive as a readable
-        // descriptor between requests, never as an interruption inside one.
-        var stopSignals = Signals.set([SIGTERM, SIGINT])
-        let stop = clinux_signal_fd(&stopSignals)
-        signal(SIGHUP, SIG_IGN)  // SIGHUP is the supervisor's (re-execute); a terminal's hang-up is not the workers'
-        var unblock = Signals.set([SIGCHLD, SIGHUP])
-        sigprocmask(SIG_UNBLOCK, &unblock, nil)
+        // SIGTERM and SIGINT arrive as a readable descriptor between requests, never as an interruption inside one.
+        let stop = Signals.stopDescriptor()
         guard stop >= 0 else {
             Log.write("worker cannot serve: signalfd: \(String(cString: strerror(errno)))")
             return 1
@@ -352,8 +346,7 @@ private struct Worker {
             Log.write("worker cannot serve: \(error)")
             return 1
         }
-        var journal = JournalHold(spool: server.responder.spool.flatMap { $0.journaled ? $0 : nil },
-                                  board: server.journalBoard)
+        var journal = JournalHold(spool: server.journaledSpool, board: server.journalBoard)
         var stopping = false
         while true {
             if let kept = request.keptConnection {
@@ -461,6 +454,18 @@ enum Signals {
         sigemptyset(&set)
         for signal in signals { sigaddset(&set, signal) }
         return set
+    }
+
+    /// In a child of the supervisor: SIGTERM and SIGINT stay blocked (the supervisor blocked them before forking)
+    /// and become readable on the descriptor returned (-1 if none could be made); SIGHUP is the supervisor's
+    /// (re-execute), so a terminal's hang-up is ignored; SIGCHLD is unblocked for the hook runners.
+    static func stopDescriptor() -> Int32 {
+        var stopSignals = set([SIGTERM, SIGINT])
+        let stop = clinux_signal_fd(&stopSignals)
+        signal(SIGHUP, SIG_IGN)
+        var unblock = set([SIGCHLD, SIGHUP])
+        sigprocmask(SIG_UNBLOCK, &unblock, nil)
+        return stop
     }
 
     /// `waitpid`'s status in words (the WIFEXITED family are macros Swift does not import).
