@@ -13,6 +13,9 @@ import Glibc
 ///     DIR/cur/  where a consumer moves a payload it has handled (or it deletes it)
 ///     DIR/tmp/  kept empty, for maildir readers that expect it
 ///     DIR/.hook-failed/ID  the last failure of the hook on new/ID (`spool retry` runs it again)
+///     DIR/.journal/log  FastCGI workers' write-ahead log (``Journal``): their payloads are durable there before
+///                       the 200 and named in `new/` just after; what follows is a CGI's way, and theirs when the
+///                       journal is off or has failed
 ///
 /// The protocol, in the order the code follows it (each step names what covers it against a crash):
 ///  1. open an unnamed file in `new/` (`O_TMPFILE`): until step 3 it has no name, so a crash leaves nothing

@@ -79,7 +79,7 @@ struct Serve: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Permissions of a unix socket (octal).", valueName: "mode"))
     var socketMode: String = "0660"
 
-    @Option(name: .long, help: "Worker processes, each serving one request at a time (default: 4 per CPU, 8 with a spool; keep it above nginx's kept-alive connections, keepalive x worker_processes).")
+    @Option(name: .long, help: "Worker processes, each serving one request at a time (default: 4 per CPU, 8 with a journaled spool; keep it above nginx's kept-alive connections, keepalive x worker_processes).")
     var workers: Int?
 
     @Option(name: .long, help: "Largest body accepted, in bytes; longer ones get 413 (default: 1048576).")
