@@ -24,9 +24,7 @@ public struct PublicKey: Sendable, CustomStringConvertible {
     /// The whitespace-separated keys in `text` (a variable or a file).
     public static func list(_ text: String, source: String) throws(Outcome) -> [PublicKey] {
         var keys: [PublicKey] = []
-        for (index, word) in text.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" || $0 == "\r" })
-            .enumerated()
-        {
+        for (index, word) in text.split(whereSeparator: \.isWhitespace).enumerated() {
             keys.append(try PublicKey(parsing: word, source: "key \(index + 1) of \(source)"))
         }
         return keys
