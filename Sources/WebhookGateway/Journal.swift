@@ -102,17 +102,59 @@ final class Journal {
         throw SystemError(operation: "find a slot no process holds in \(path(of: spool))", code: EBUSY)
     }
 
-    /// Recovers every slot no process holds (those of workers that are gone): a supervisor does this as it
-    /// starts, and `spool recover`. Returns, per slot recovered, how many payloads it named.
-    static func recoverAbandoned(in spool: Spool) throws(SystemError) -> [(slot: String, named: Int)] {
+    /// Recovers every slot no process holds (those of workers that are gone): `spool recover` waits for it; a
+    /// starting supervisor (`background`) only takes the slots' locks and leaves the naming to a detached process,
+    /// `webhook-recover`, so that it serves within moments whatever the backlog (its workers take other slots).
+    /// Returns, per slot recovered here, how many payloads it named.
+    static func recoverAbandoned(in spool: Spool, background: Bool = true) throws(SystemError)
+        -> [(slot: String, named: Int)]
+    {
         var status = stat()
         guard stat(path(of: spool), &status) == 0 else { return [] }
-        var recovered: [(String, Int)] = []
+        var abandoned: [Journal] = []
         for index in 0..<min(JournalBoard.slots, (Int(status.st_size) + JournalSlot.size - 1) / JournalSlot.size) {
-            guard let journal = try lock(index, of: spool, board: nil) else { continue }
-            recovered.append((journal.description, try journal.recover()))
+            if let journal = try lock(index, of: spool, board: nil) { abandoned.append(journal) }
         }
+        if background && !abandoned.isEmpty {
+            recoverDetached(abandoned)
+            return []
+        }
+        var recovered: [(String, Int)] = []
+        for journal in abandoned { recovered.append((journal.description, try journal.recover())) }
         return recovered
+    }
+
+    /// Forks twice and recovers `journals` in the grandchild (its own session, nobody to reap it), which shares
+    /// their open file descriptions and so their locks: they are held from before the fork to the end of recovery.
+    private static func recoverDetached(_ journals: [Journal]) {
+        let child = fork()
+        if child == 0 {
+            if fork() != 0 { _exit(0) }
+            setsid()
+            _ = clinux_set_process_name("webhook-recover")
+            var none = Signals.set([])
+            sigprocmask(SIG_SETMASK, &none, nil)
+            for signal in [SIGTERM, SIGINT, SIGHUP, SIGPIPE] { Glibc.signal(signal, SIG_DFL) }
+            let null = open("/dev/null", O_RDWR)
+            dup2(null, 0)  // the listening socket, in a FastCGI server
+            dup2(null, 1)
+            let kept = Set(journals.map(\.slot.fd) + [null])
+            for fd in 3..<Int32(1024) where !kept.contains(fd) { close(fd) }
+            for journal in journals {
+                do {
+                    let named = try journal.recover()
+                    if named > 0 { Log.write("journal \(journal.description): recovered \(named) payloads into new/") }
+                } catch {
+                    Log.write("journal \(journal.description): cannot recover: \(error); a worker taking the slot will")
+                }
+            }
+            _exit(0)
+        }
+        if child < 0 {
+            Log.write("journal: cannot fork to recover: \(String(cString: strerror(errno))); workers recover the slots")
+        } else {
+            _ = retryingOnInterrupt { waitpid(child, nil, 0) }
+        }
     }
 
     private static func lock(_ index: Int, of spool: Spool, board: JournalBoard?) throws(SystemError) -> Journal? {
@@ -338,52 +380,6 @@ extension Spool {
     /// Names what the journal holds in slots no running FastCGI server holds (`spool recover`); returns how many
     /// payloads it named.
     public func recoverJournal() throws(SystemError) -> Int {
-        try Journal.recoverAbandoned(in: self).reduce(0) { $0 + $1.named }
-    }
-}
-
-/// A worker's hold on a journal slot: taken when the worker starts, checkpointed when it idles and given back
-/// with a checkpoint when it stops; taken again (at most every ten seconds) after a failure gave it up.
-struct JournalHold {
-    let spool: Spool?
-    let board: JournalBoard?
-    private(set) var journal: Journal?
-    private var nextAttempt = 0.0
-
-    init(spool: Spool?, board: JournalBoard?) {
-        self.spool = spool
-        self.board = board
-        _ = current()
-    }
-
-    /// The journal to store with now, if there is one.
-    mutating func current() -> Journal? {
-        if let journal, journal.failure == nil { return journal }
-        journal = nil  // gives its slot back: the next worker to take it recovers it
-        guard let spool, Clock.now() >= nextAttempt else { return nil }
-        nextAttempt = Clock.now() + 10
-        do {
-            journal = try Journal.acquire(for: spool, board: board)
-        } catch {
-            Log.write("journal: cannot take a slot: \(error); payloads are stored with a sync of their own "
-                + "(trying again in 10s)")
-        }
-        return journal
-    }
-
-    /// How long the worker may wait for work before a checkpoint is due: five seconds, when records wait for one.
-    var idleTimeout: Double? { journal?.pendingSince == nil ? nil : 5 }
-
-    /// The worker waited `idleTimeout` with nothing to do: a checkpoint. False if none was due.
-    func checkpointWhenIdle() -> Bool {
-        guard let journal, journal.pendingSince != nil else { return false }
-        journal.checkpointOrGiveUp()
-        return true
-    }
-
-    /// The worker stops: a last checkpoint, and the slot is free for the next worker.
-    mutating func release() {
-        journal?.checkpointOrGiveUp()
-        journal = nil
+        try Journal.recoverAbandoned(in: self, background: false).reduce(0) { $0 + $1.named }
     }
 }

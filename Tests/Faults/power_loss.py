@@ -16,10 +16,12 @@ with EIO. Needs root (it mounts a FUSE file system).
                         compares every file all the same
   failed syncfs         (no FUSE: strace) a checkpoint's syncfs fails: the slot's header is marked, and the next
                         recovery writes and syncs every file again instead of trusting a later syncfs
+  restart backlog       (no FUSE) a crash leaves 20,000 unnamed records (the namer stopped): the restarted server
+                        answers 200 within 1.5 s while a background process names them; then every 200 is there
   namer hold            (no FUSE: strace) a namer slowed down mid-backlog keeps a checkpoint waiting for 64 names
                         at most, not for its whole backlog
 
-Usage: power_loss.py PATH/TO/webhook-handler [--rounds N] [--only NAME]
+Usage: power_loss.py PATH/TO/webhook-handler [--rounds N] [--backlog RECORDS] [--only NAME]
 """
 import json, os, random, signal, socket, subprocess, sys, tempfile, threading, time, uuid
 
@@ -140,8 +142,8 @@ class Load:
     """Clients posting distinct payloads (`post(body) -> id or None`) and, if asked, a consumer that moves what
     it finds in new/ to cur/ and syncs cur/ (a careful maildir reader), until stopped."""
 
-    def __init__(self, post, spool, clients=6, consumer=False):
-        self.post, self.spool, self.acknowledged, self.moved = post, spool, {}, 0
+    def __init__(self, post, spool, clients=6, consumer=False, sizes=(200, 1_000, 5_000, 40_000)):
+        self.post, self.spool, self.acknowledged, self.moved, self.sizes = post, spool, {}, 0, sizes
         self.running, self.lock = True, threading.Lock()
         self.threads = [threading.Thread(target=self.client) for _ in range(clients)]
         if consumer:
@@ -151,7 +153,7 @@ class Load:
 
     def client(self):
         while self.running:
-            body = sf.body_of(random.choice([200, 1_000, 5_000, 40_000]), "power-%s" % uuid.uuid4())
+            body = sf.body_of(random.choice(self.sizes), "power-%s" % uuid.uuid4())
             id_ = self.post(body)
             if id_:
                 with self.lock:
@@ -387,6 +389,44 @@ def test_namer_hold(work):
     expect("namer hold: clean stop", server.stop() == 0)
 
 
+def test_restart_backlog(work):
+    """A crash with a large unnamed backlog (the namer stopped): the restarted server answers 200 within seconds,
+    while a background process names the backlog; then every acknowledged payload is there."""
+    import deliveries  # its raw FastCGI client: a connection per request, no process per request
+    spool, socket_path, log = os.path.join(work, "backlog"), os.path.join(work, "bl.sock"), os.path.join(work, "bl.log")
+    server = sf.Server(socket_path, spool, log, workers=2)
+    sf.wait_until(lambda: server.namer() is not None, 5)
+    os.kill(server.namer(), signal.SIGSTOP)
+
+    def post(body):
+        status, _, answer = deliveries.fcgi_post(socket_path, body, HTTP_X_SIGNATURE=sf.sign(body))
+        return json.loads(answer)["id"] if status == 200 else None
+    load = Load(post, spool, clients=8, sizes=(200,))
+    sf.wait_until(lambda: len(load.acknowledged) >= BACKLOG, 240)
+    load.stop()
+    server.kill_all()
+    backlog = sum(len(sf.journal_records(spool, slot)) for slot in range(2))
+    os.remove(socket_path)
+    started = time.time()
+    server = sf.Server(socket_path, spool, log, workers=2, recovered=False)
+    first = None
+    while first is None and time.time() - started < 30:
+        first = post(sf.body_of(100, "after-backlog-%f" % time.time()))
+    served = time.time() - started
+    busy = bool(sf.recovering())
+    sf.wait_until(lambda: not sf.recovering(), 300)
+    recovered = time.time() - started
+    print("     backlog of %d records: first 200 after %.2f s (recovery still running then: %s), all named after "
+          "%.2f s" % (backlog, served, busy, recovered), flush=True)
+    expect("restart with a backlog of %d unnamed records: the first 200 within 1.5 s (%.2f s)" % (backlog, served),
+           first is not None and served < 1.5)
+    check_all("restart with a backlog", spool, load.acknowledged)
+    expect("restart with a backlog: clean stop", server.stop() == 0)
+
+
+BACKLOG = int(sys.argv[sys.argv.index("--backlog") + 1]) if "--backlog" in sys.argv else 20000
+
+
 def main():
     if os.geteuid() != 0:
         expect("power_loss.py runs as root (it mounts a FUSE file system)", False)
@@ -396,7 +436,7 @@ def main():
     only = sys.argv[sys.argv.index("--only") + 1] if "--only" in sys.argv else None
     with tempfile.TemporaryDirectory(prefix="webhook-power-") as work:
         for name in ["journal_power_loss", "per_file_power_loss", "failed_checkpoint", "unreadable_read",
-                     "unknown_boot", "failed_syncfs", "namer_hold"]:
+                     "unknown_boot", "failed_syncfs", "namer_hold", "restart_backlog"]:
             if only in (None, name):
                 globals()["test_" + name](work)
     return checks.summary()
