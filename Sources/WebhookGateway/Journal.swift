@@ -129,9 +129,10 @@ final class Journal {
     private static func recoverDetached(_ journals: [Journal]) {
         let child = fork()
         if child == 0 {
+            // Named before the second fork: once the supervisor has reaped this child, `ps` shows the recoverer.
+            _ = clinux_set_process_name("webhook-recover")
             if fork() != 0 { _exit(0) }
             setsid()
-            _ = clinux_set_process_name("webhook-recover")
             var none = Signals.set([])
             sigprocmask(SIG_SETMASK, &none, nil)
             for signal in [SIGTERM, SIGINT, SIGHUP, SIGPIPE] { Glibc.signal(signal, SIG_DFL) }

@@ -14,6 +14,9 @@ with EIO. Needs root (it mounts a FUSE file system).
                         the next recovery names every payload
   unknown boot          the boot id cannot be read (a bind mount of /dev/null over it): after a cut, recovery
                         compares every file all the same
+  shared sync failure   worker X's fdatasync of the log fails while Y waits on it (strace holds Y); Z, started after
+                        the failure, syncs on a fresh descriptor (which the kernel answers 0): Y is not answered from
+                        the journal, and after a cut every 200 is whole
   failed syncfs         (no FUSE: strace) a checkpoint's syncfs fails: the slot's header is marked, and the next
                         recovery writes and syncs every file again instead of trusting a later syncfs
   restart backlog       (no FUSE) a crash leaves 20,000 unnamed records (the namer stopped): the restarted server
@@ -352,6 +355,69 @@ def test_failed_syncfs(work):
     expect("failed syncfs: clean stop", server.stop() == 0)
 
 
+def test_shared_sync_failure(work):
+    """A waiter never trusts a sync done after another worker's sync of the log failed: worker X's fdatasync fails
+    (its record, and Y's written meanwhile, are dropped by the disk); Y, waiting (strace holds it), wakes only after
+    Z, started after the failure on a fresh descriptor, synced successfully. Y must not answer 200 from the
+    journal. After a cut every 200 is whole."""
+    disk = Disk(work, "shared")
+    spool, socket_path, log = os.path.join(disk.mountpoint, "spool"), os.path.join(work, "sh.sock"), os.path.join(work, "sh.log")
+    server = sf.Server(socket_path, spool, log, workers=2)
+    disk.command("settle")
+    tracer = None
+    try:
+        sf.wait_until(lambda: server.namer() is not None, 5)
+        workers = [pid for pid in server.workers() if pid != server.namer()]
+        tracer = subprocess.Popen(["strace", "-qq", "-o", "/dev/null", "-e", "inject=fdatasync:delay_enter=1500000",
+                                   "-e", "inject=futex:delay_exit=6000000"] + [a for p in workers for a in ("-p", str(p))],
+                                  stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
+        disk.command("fail fsync journal/log 1")
+        answers = {}
+
+        def post(name):
+            body = sf.body_of(300, "shared-%s" % name)
+            status, _, answer = sf.fastcgi(socket_path, body)
+            answers[name] = (json.loads(answer)["id"] if status == 200 else None, body)
+        x_thread = threading.Thread(target=post, args=("x",))
+        x_thread.start()
+        sf.wait_until(lambda: any(syscall(p) == "75" for p in workers), 5)  # x86_64 fdatasync: X holds the lock
+        x = next(p for p in workers if syscall(p) == "75")
+        y_thread = threading.Thread(target=post, args=("y",))
+        y_thread.start()
+        time.sleep(0.5)  # Y has written its record and waits for X's sync
+        x_thread.join()
+        os.kill(x, signal.SIGKILL)  # its replacement Z opens the log after the failure
+        expect("shared failure: a replacement worker starts",
+               sf.wait_until(lambda: len([p for p in server.workers() if p not in workers and p != server.namer()]) == 1, 10))
+        time.sleep(0.3)
+        post("z")  # Z syncs the log on its fresh descriptor: 0, for the page X's failure dropped too
+        y_thread.join()
+        acknowledged = {i: b for i, b in answers.values() if i}
+        expect("shared failure: all three answered 200 (X and Y the long way)", len(acknowledged) == 3, answers)
+        tracer.kill()
+        tracer.wait()
+        tracer = None
+        disk.power_cut(server)
+        reboot(spool)
+        server = sf.Server(socket_path, spool, log, workers=2)
+        check_all("shared failure, after a power cut", spool, acknowledged)
+        expect("shared failure: clean stop", server.stop() == 0)
+    finally:
+        if tracer:
+            tracer.kill()
+            tracer.wait()
+        server.kill_all() if server.process.poll() is None else None
+        disk.unmount()
+
+
+def syscall(pid):
+    try:
+        return open("/proc/%d/syscall" % pid).read().split()[0]
+    except (OSError, IndexError):
+        return None
+
+
 def test_namer_hold(work):
     """The namer, slowed down (every linkat 40 ms late, as an idle-priority process under load is), never keeps a
     checkpoint waiting for its whole backlog: it gives the slot's naming lock back every 64 names."""
@@ -436,7 +502,7 @@ def main():
     only = sys.argv[sys.argv.index("--only") + 1] if "--only" in sys.argv else None
     with tempfile.TemporaryDirectory(prefix="webhook-power-") as work:
         for name in ["journal_power_loss", "per_file_power_loss", "failed_checkpoint", "unreadable_read",
-                     "unknown_boot", "failed_syncfs", "namer_hold", "restart_backlog"]:
+                     "unknown_boot", "shared_sync_failure", "failed_syncfs", "namer_hold", "restart_backlog"]:
             if only in (None, name):
                 globals()["test_" + name](work)
     return checks.summary()
