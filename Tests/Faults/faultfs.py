@@ -20,7 +20,8 @@ Faults, armed through the control socket (one line in, one line out):
                            writes are lost for good (the kernel marks such pages clean), and each other open file
                            description of it reports the error once, as Linux's errseq does; one opened later never
   fail fsyncdir NAME [N]   the same for fsync of a directory (its unsynced names stay unsynced)
-  fail read NAME [N]       the next N reads of a file whose path contains NAME fail with EIO
+  fail read NAME [N [FROM TO]]  the next N reads of a file whose path contains NAME (and of bytes FROM-TO of it)
+                           fail with EIO
   count                    how many fsync, fsyncdir and read requests it has answered: "fsync=.. fsyncdir=.. read=.."
 
 Usage: faultfs.py BACKING MOUNTPOINT CONTROL_SOCKET   (root; runs in the foreground until unmounted)
@@ -207,9 +208,10 @@ class FaultFS:
             os.unlink(os.path.join(self.keep, name))
         self.off = True
 
-    def armed(self, kind, path):
+    def armed(self, kind, path, offset=0, size=0):
         for fault in self.faults[kind]:
-            if fault[0] in path and fault[1] > 0:
+            name, left, low, high = fault
+            if name in path and left > 0 and (low is None or (offset < high and offset + size > low)):
                 fault[1] -= 1
                 return True
         return False
@@ -301,7 +303,7 @@ class FaultFS:
         if opcode == FUSE_READ:
             fh, offset, size = struct.unpack_from("<QQI", body)
             self.counts["read"] += 1
-            if self.armed("read", n.path):
+            if self.armed("read", n.path, offset, size):
                 raise OSError(errno.EIO, "injected read error")
             return os.pread(self.handles[fh][0], size, offset)
         if opcode == FUSE_WRITE:
@@ -378,8 +380,9 @@ class FaultFS:
             self.settle()
         elif words == ["count"]:
             return " ".join("%s=%d" % item for item in sorted(self.counts.items()))
-        elif len(words) in (3, 4) and words[0] == "fail" and words[1] in self.faults:
-            self.faults[words[1]].append([words[2], int(words[3]) if len(words) == 4 else 1])
+        elif len(words) in (3, 4, 6) and words[0] == "fail" and words[1] in self.faults:
+            span = (int(words[4]), int(words[5])) if len(words) == 6 else (None, None)
+            self.faults[words[1]].append([words[2], int(words[3]) if len(words) >= 4 else 1, *span])
         else:
             return "error: " + line
         return "ok"

@@ -21,6 +21,7 @@ with EIO. Needs root (it mounts a FUSE file system).
                         recovery writes and syncs every file again instead of trusting a later syncfs
   restart backlog       (no FUSE) a crash leaves 20,000 unnamed records (the namer stopped): the restarted server
                         answers 200 within 1.5 s while a background process names them; then every 200 is there
+  namer other slots     every read of slot 0's records fails: the namer still names slot 1's payloads
   namer hold            (no FUSE: strace) a namer slowed down mid-backlog keeps a checkpoint waiting for 64 names
                         at most, not for its whole backlog
 
@@ -418,6 +419,28 @@ def syscall(pid):
         return None
 
 
+def test_namer_other_slots(work):
+    """A slot whose records the namer cannot read (EIO) does not stop it naming the other slots."""
+    disk = Disk(work, "slots")
+    spool, socket_path, log = os.path.join(disk.mountpoint, "spool"), os.path.join(work, "sl.sock"), os.path.join(work, "sl.log")
+    server = sf.Server(socket_path, spool, log, workers=2)
+    disk.command("settle")
+    try:
+        disk.command("fail read journal/log 100000 4096 %d" % sf.SLOT)  # its records, not its header
+        load = Load(fastcgi_id(socket_path), spool, clients=4, sizes=(300,))
+        sf.wait_until(lambda: len(load.acknowledged) >= 40, 20)
+        acknowledged = load.stop()
+        later = [i for _, i, _ in sf.journal_records(spool, 1)]
+        expect("other slots: some payloads went to slot 1 (%d)" % len(later), len(later) > 0)
+        expect("other slots: the namer names slot 1's payloads although slot 0 cannot be read",
+               sf.wait_until(lambda: all(whole(spool, i, acknowledged[i]) for i in later), 3))
+        disk.command("fail read journal/log 0")
+        server.stop()
+    finally:
+        server.kill_all() if server.process.poll() is None else None
+        disk.unmount()
+
+
 def test_namer_hold(work):
     """The namer, slowed down (every linkat 40 ms late, as an idle-priority process under load is), never keeps a
     checkpoint waiting for its whole backlog: it gives the slot's naming lock back every 64 names."""
@@ -502,7 +525,7 @@ def main():
     only = sys.argv[sys.argv.index("--only") + 1] if "--only" in sys.argv else None
     with tempfile.TemporaryDirectory(prefix="webhook-power-") as work:
         for name in ["journal_power_loss", "per_file_power_loss", "failed_checkpoint", "unreadable_read",
-                     "unknown_boot", "shared_sync_failure", "failed_syncfs", "namer_hold", "restart_backlog"]:
+                     "unknown_boot", "shared_sync_failure", "failed_syncfs", "namer_other_slots", "namer_hold", "restart_backlog"]:
             if only in (None, name):
                 globals()["test_" + name](work)
     return checks.summary()
