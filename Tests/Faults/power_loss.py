@@ -22,6 +22,7 @@ with EIO. Needs root (it mounts a FUSE file system).
   restart backlog       (no FUSE) a crash leaves 20,000 unnamed records (the namer stopped): the restarted server
                         answers 200 within 1.5 s while a background process names them; then every 200 is there
   namer other slots     every read of slot 0's records fails: the namer still names slot 1's payloads
+  checkpoint interval   (no FUSE) a payload every 3 s for 66 s (never five idle seconds): a checkpoint all the same
   namer hold            (no FUSE: strace) a namer slowed down mid-backlog keeps a checkpoint waiting for 64 names
                         at most, not for its whole backlog
 
@@ -441,6 +442,21 @@ def test_namer_other_slots(work):
         disk.unmount()
 
 
+def test_checkpoint_interval(work):
+    """Low steady traffic (a payload every 3 s: never five idle seconds) still gets a checkpoint within a minute,
+    so that a crash brings back at most a minute of consumed payloads and leaves at most a minute to recover."""
+    spool, socket_path, log = os.path.join(work, "interval"), os.path.join(work, "iv.sock"), os.path.join(work, "iv.log")
+    server = sf.Server(socket_path, spool, log, workers=1)
+    posted, started = 0, time.time()
+    while time.time() - started < 66:
+        posted += sf.post_all(socket_path, [sf.body_of(200, "interval-%d" % posted)]) != [None]
+        time.sleep(3)
+    waiting = len(sf.journal_records(spool))
+    expect("checkpoint interval: %d payloads over 66 s, %d still waiting in the slot (a checkpoint came within a "
+           "minute)" % (posted, waiting), posted >= 18 and waiting < posted - 5)
+    expect("checkpoint interval: clean stop", server.stop() == 0)
+
+
 def test_namer_hold(work):
     """The namer, slowed down (every linkat 40 ms late, as an idle-priority process under load is), never keeps a
     checkpoint waiting for its whole backlog: it gives the slot's naming lock back every 64 names."""
@@ -525,7 +541,7 @@ def main():
     only = sys.argv[sys.argv.index("--only") + 1] if "--only" in sys.argv else None
     with tempfile.TemporaryDirectory(prefix="webhook-power-") as work:
         for name in ["journal_power_loss", "per_file_power_loss", "failed_checkpoint", "unreadable_read",
-                     "unknown_boot", "shared_sync_failure", "failed_syncfs", "namer_other_slots", "namer_hold", "restart_backlog"]:
+                     "unknown_boot", "shared_sync_failure", "failed_syncfs", "namer_other_slots", "namer_hold", "restart_backlog", "checkpoint_interval"]:
             if only in (None, name):
                 globals()["test_" + name](work)
     return checks.summary()
