@@ -17,6 +17,7 @@
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/vfs.h>
 
 /// Flags for an unnamed file in a directory (open(2) O_TMPFILE), written and then linked into place. glibc's
 /// <fcntl.h> declares O_TMPFILE only under _GNU_SOURCE; its value is the kernel's __O_TMPFILE | O_DIRECTORY.
@@ -104,6 +105,13 @@ static inline int64_t clinux_next_hole(int fd, int64_t offset) {
 /// syncfs(2): flush every dirty page and inode of the file system holding `fd` (the journal's checkpoint).
 extern int syncfs(int);
 static inline int clinux_syncfs(int fd) { return syncfs(fd); }
+
+/// Whether `fd` is on FUSE (fstatfs f_type FUSE_SUPER_MAGIC), where syncfs(2) never reaches the file system's server
+/// (Linux forwards it to virtiofs only) and so makes nothing durable.
+static inline int clinux_is_fuse(int fd) {
+    struct statfs status;
+    return fstatfs(fd, &status) == 0 && status.f_type == 0x65735546;
+}
 
 /// A descriptor that becomes readable when a file is created in, or moved into, `directory` (inotify).
 static inline int clinux_watch_directory(const char *directory) {

@@ -231,6 +231,13 @@ extension Hook {
             return .ran(succeeded: false)
         }
         guard let envelope = Envelope.read(from: fd) else { return failed("\(file) has no envelope line") }
+        // Shorter than its envelope says: a file a crash left before the journal's recovery wrote it again.
+        let body = lseek(fd, 0, SEEK_CUR)
+        guard fstat(fd, &opened) == 0, Int(opened.st_size - body) == envelope.length else {
+            Log.write("hook \(id): \(file) holds \(Int(opened.st_size - body)) of \(envelope.length) body bytes; left "
+                + "for the journal's recovery")
+            return .busy
+        }
         let result = run(input: fd, envelope: envelope, file: file)
         scoreboard?.countHook(result)
         guard result.succeeded else { return failed(result.summary) }
