@@ -10,7 +10,8 @@
 # with a sync per file, against PostgreSQL's pgbench with as many clients, at 16 and 64 connections, on the root file
 # system and on an ext4 with a journal on a loop device; and what a stored payload costs in system calls and
 # instructions. The smoke run times each of its rows for a few seconds; the full run here, 60 s sustained rows
-# (DURABLE_SECONDS=300 for the judged 5-minute rows, or run bench/durable.py on its own: see docs/performance.md).
+# (DURABLE_SECONDS=300 for the judged 5-minute rows; 0 leaves the section out, to run bench/durable.py on its own:
+# see docs/performance.md).
 #   BENCH_CONTENDERS="this-fastcgi c-fastcgi" bench/run.sh   only these (with return-200 and php-fpm, the baselines)
 source "$(dirname "$0")/../Tests/Integration/lib.sh"
 cd "$(dirname "$0")/.."
@@ -261,7 +262,9 @@ echo "one worker, $served requests after warm-up: RSS $rss_before KiB -> $rss_af
     "= $((rss_after - rss_before)) KiB (target: under 1024 KiB)"
 stop "$nginx_pid"
 
-echo
-echo "== durable: the spool on this disk against verify-only and PostgreSQL's group commit (bench/durable.py)"
-python3 bench/durable.py "$handler" $($smoke && echo --smoke || echo --seconds "${DURABLE_SECONDS:-60}")
+if [ "${DURABLE_SECONDS:-60}" != 0 ] || $smoke; then
+    echo
+    echo "== durable: the spool against verify-only and PostgreSQL's group commit (bench/durable.py)"
+    python3 bench/durable.py "$handler" $($smoke && echo --smoke || echo --seconds "${DURABLE_SECONDS:-60}")
+fi
 summary
