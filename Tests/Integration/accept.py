@@ -14,7 +14,7 @@ libfcgi's workers wait), and a stop signal still ends that wait at once, however
 
 Usage: accept.py PATH/TO/webhook-handler
 """
-import os, signal, sys, tempfile, time
+import os, signal, sys, time
 
 from checks import Checks, children, wait_until
 from deliveries import Server, fcgi_post, payload
@@ -104,13 +104,8 @@ def test_handover(work):
 
 
 def main():
-    with tempfile.TemporaryDirectory(prefix="webhook-accept-") as work:
-        for test in (test_wake_one, test_stop_while_waiting, test_signal_just_before_accept, test_handover):
-            try:
-                test(work)
-            except Exception as error:  # a test that cannot even run is a failure, not a crash of the suite
-                expect("%s ran" % test.__name__, False, repr(error))
-    return checks.summary()
+    return checks.run("webhook-accept-", (test_wake_one, test_stop_while_waiting, test_signal_just_before_accept,
+                                          test_handover))
 
 
 if __name__ == "__main__":
