@@ -62,11 +62,17 @@ public struct FastCGIServer: Sendable {
 
     /// True when fd 0 is a listening socket, i.e. a FastCGI process manager started us. Asked of the kernel
     /// directly: libfcgi's own test (`FCGX_IsCGI`) installs signal handlers, which a CGI must not have.
-    public static var isHandedListener: Bool {
+    public static var isHandedListener: Bool { isListening(0) }
+
+    static func isListening(_ fd: Int32) -> Bool {
         var listening: Int32 = 0
         var size = socklen_t(MemoryLayout<Int32>.size)
-        return getsockopt(0, SOL_SOCKET, SO_ACCEPTCONN, &listening, &size) == 0 && listening == 1
+        return getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &size) == 0 && listening == 1
     }
+
+    /// How long a worker waits in `accept` before it looks at its journal (a checkpoint when idle, as
+    /// ``JournalHold/idleTimeout`` says); without a journaled spool it waits for ever.
+    static let acceptTimeoutSeconds = 5
 
     /// The default worker count: four per online CPU, eight with a journaled spool. A worker serves one connection
     /// at a time, and nginx's kept-alive connections (deploy/nginx/webhook.conf: `keepalive 2` per nginx worker,
@@ -91,10 +97,13 @@ public struct FastCGIServer: Sendable {
 
         let handover = Handover.take()
         let socket = if let handover { handover.socket } else { try openListener() }
-        // Nothing the handler starts may inherit the socket (a hook's background process would keep the port);
-        // non-blocking, because every idle worker wakes for a connection and all but one find it taken.
+        // Nothing the handler starts may inherit the socket (a hook's background process would keep the port).
+        // Blocking: idle workers wait in accept(2) itself, where the kernel wakes one of them per connection
+        // (``Worker``), with a time-out when the journal needs idle workers to look at it.
         _ = fcntl(socket, F_SETFD, FD_CLOEXEC)
-        _ = fcntl(socket, F_SETFL, fcntl(socket, F_GETFL) | O_NONBLOCK)
+        _ = fcntl(socket, F_SETFL, fcntl(socket, F_GETFL) & ~O_NONBLOCK)
+        var acceptLimit = timeval(tv_sec: journaledSpool == nil ? 0 : Self.acceptTimeoutSeconds, tv_usec: 0)
+        setsockopt(socket, SOL_SOCKET, SO_RCVTIMEO, &acceptLimit, socklen_t(MemoryLayout<timeval>.size))
         var server = self
         server.responder.scoreboard = Scoreboard(workers: workers)
         server.journalBoard = journaledSpool == nil ? nil : JournalBoard()
@@ -335,10 +344,11 @@ private struct Worker {
 
     /// Returns the worker's exit status.
     func serve() -> Int32 {
-        // SIGTERM and SIGINT arrive as a readable descriptor between requests, never as an interruption inside one.
+        // SIGTERM and SIGINT arrive as a readable descriptor between requests, never as an interruption inside one;
+        // in accept, they end the wait (``AcceptInterruption``).
         let stop = Signals.stopDescriptor()
-        guard stop >= 0 else {
-            Log.write("worker cannot serve: signalfd: \(String(cString: strerror(errno)))")
+        guard stop >= 0, AcceptInterruption.install(listening: socket) else {
+            Log.write("worker cannot serve: \(stop < 0 ? "signalfd" : "sigaction"): \(String(cString: strerror(errno)))")
             return 1
         }
         let request: FastCGIRequest
@@ -366,16 +376,13 @@ private struct Worker {
                 journal.release()
                 return 0
             }
-            // Every idle worker wakes for a new connection and all but one find it taken (EAGAIN). That costs a
-            // little CPU, but a burst of connections is spread over the idle workers at once; with EPOLLEXCLUSIVE
-            // one woken worker took them one after another, and the recipe's p99 under 32 clients rose from
-            // 42 ms to 170-320 ms (Tests/Integration/nginx.sh, section 5).
-            switch wait(for: socket, stop: stop, timeout: journal.idleTimeout) {
+            let connection: Int32
+            switch accept() {
             case .stop: stopping = true; continue
             case .timedOut: _ = journal.checkpointWhenIdle(); continue
-            case .ready: break
+            case .again: continue
+            case .connection(let accepted): connection = accepted
             }
-            guard let connection = accept() else { continue }
             if request.begin(on: connection, timeoutSeconds: server.readTimeoutSeconds) { serveRequest(request, &journal) }
         }
     }
@@ -403,21 +410,33 @@ private struct Worker {
         return .ready
     }
 
-    /// Takes the waiting connection, if another worker did not take it first.
-    private func accept() -> Int32? {
+    enum Accepted { case connection(Int32), stop, timedOut, again }
+
+    /// Waits for a new connection in a blocking accept(2), as libfcgi's own workers do: the kernel queues the
+    /// waiting workers and wakes one per connection, which takes it (a poll on the shared socket woke every idle
+    /// worker, all but one in vain; epoll's EPOLLEXCLUSIVE left a burst queued behind the one worker it woke).
+    /// The stop signals are let in only here, where ``AcceptInterruption`` makes them end the wait.
+    private func accept() -> Accepted {
+        var stopSignals = Signals.set([SIGTERM, SIGINT])
+        sigprocmask(SIG_UNBLOCK, &stopSignals, nil)
         let connection = clinux_accept_cloexec(socket)
+        let failure = errno
+        sigprocmask(SIG_BLOCK, &stopSignals, nil)
         guard connection >= 0 else {
-            switch errno {
-            case EAGAIN, EWOULDBLOCK, EINTR, ECONNABORTED, EPROTO:
-                break
+            // A stop signal came (before or during the wait): the descriptor is now a spare that listens on nothing.
+            // One that comes just after a connection was taken is seen at the next accept.
+            if !FastCGIServer.isListening(socket) { return .stop }
+            switch failure {
+            case EAGAIN, EWOULDBLOCK: return .timedOut
+            case EINTR, ECONNABORTED, EPROTO: return .again
             default:  // EMFILE, ENFILE, ENOBUFS, ENOMEM: out of something; pause rather than spin on it
-                Log.write("worker cannot accept: \(String(cString: strerror(errno))); pausing 1s")
+                Log.write("worker cannot accept: \(String(cString: strerror(failure))); pausing 1s")
                 sleep(1)
+                return .again
             }
-            return nil
         }
-        guard isAllowed(connection) else { close(connection); return nil }
-        return connection
+        guard isAllowed(connection) else { close(connection); return .again }
+        return .connection(connection)
     }
 
     /// TCP: only `FCGI_WEB_SERVER_ADDRS` may connect, and responses go out without Nagle's delay.
