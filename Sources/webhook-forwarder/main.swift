@@ -32,7 +32,7 @@ struct WebhookForwarderCommand: ParsableCommand {
             See docs/forwarder.md.
             """,
         version: "webhook-forwarder 0.2.0",
-        subcommands: [Forward.self, Consume.self, Migrate.self, List.self, Retry.self, Purge.self, RunCommand.self],
+        subcommands: [Forward.self, Consume.self, Migrate.self, List.self, Retry.self, Purge.self],
         defaultSubcommand: Forward.self
     )
 }
@@ -115,18 +115,6 @@ struct Purge: ParsableCommand {
             try Queue.purge(database.url, olderThanDays: olderThanDays)
         }
         print("purged \(count) payloads")
-    }
-}
-
-/// The guard `consume` runs each command under (CommandGuard): not for people to call.
-struct RunCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "run-command", shouldDisplay: false)
-    @Option var parent: Int32
-    @Option var attempt: Int
-    @Argument var command: String
-
-    func run() throws {
-        throw ExitCode(CommandGuard.run(command: command, parent: parent, attempt: attempt))
     }
 }
 
