@@ -17,8 +17,9 @@ import Glibc
 ///   connection the web server keeps open goes on serving it until the web server closes it (nginx does after
 ///   `keepalive_timeout`, or `keepalive_requests`). A handler that closed it instead could race with nginx sending
 ///   the next request on it, which nginx answers 502. After `graceSeconds`, what is left is killed.
-/// - `SIGHUP`: the supervisor executes its binary again (a new build, new configuration) in the same process, on
-///   the same listening socket; the new workers serve at once while the old ones finish as on SIGTERM.
+/// - `SIGHUP`: the supervisor checks the configuration with its binary (a new build, new secrets) in a process of
+///   its own, then executes the binary again in the same process, on the same listening socket; the new workers
+///   serve at once while the old ones finish as on SIGTERM. If the check fails, nothing changes (``Reload``).
 public struct FastCGIServer: Sendable {
     /// Where requests come from.
     public enum Listener: Sendable, Equatable {
@@ -87,6 +88,10 @@ public struct FastCGIServer: Sendable {
 
     /// Serves until SIGTERM or SIGINT, then lets in-flight requests finish; returns the exit status.
     public func run() throws(SystemError) -> Int32 {
+        if Reload.isCheck {
+            Log.write("reload: the configuration checks out (\(listener.description), \(workers) workers)")
+            return 0
+        }
         try check("FCGX_Init", FCGX_Init())
         // FCGX_Init installs a SIGUSR1 handler without SA_RESTART, so a stray SIGUSR1 would fail a body read
         // mid-request; nothing here uses SIGUSR1. SIGPIPE: a web server that went away is a failed write.
@@ -128,6 +133,7 @@ public struct FastCGIServer: Sendable {
         for _ in 0..<workers { supervisor.spawn() }
         supervisor.spawnNamer()
         supervisor.retire(handover?.workers ?? [])
+        supervisor.requesters = handover?.requesters ?? []
         let status = supervisor.superviseUntilStopped()
         if case .unixSocket(let path, _) = listener { unlink(path) }
         return status
@@ -154,43 +160,6 @@ public struct FastCGIServer: Sendable {
     }
 }
 
-/// What one start hands the next across `SIGHUP`'s re-execution: the listening socket and the workers still
-/// finishing. Carried in two environment variables, read and removed at once.
-struct Handover {
-    static let socketVariable = "WEBHOOK_HANDOVER_SOCKET"
-    static let workersVariable = "WEBHOOK_HANDOVER_WORKERS"
-
-    let socket: Int32
-    let workers: [pid_t]
-
-    static func take() -> Handover? {
-        defer { unsetenv(socketVariable); unsetenv(workersVariable) }
-        guard let text = Environment.value(socketVariable), let socket = Int32(text) else { return nil }
-        let workers = (Environment.value(workersVariable) ?? "").split(separator: ",").compactMap { pid_t($0) }
-        return Handover(socket: socket, workers: workers)
-    }
-
-    /// Replaces this process with `executable` run as before, handing it `socket`; returns only if that failed.
-    static func reexecute(_ executable: String, socket: Int32, workers: [pid_t]) -> SystemError {
-        setenv(socketVariable, String(socket), 1)
-        setenv(workersVariable, workers.map(String.init).joined(separator: ","), 1)
-        _ = fcntl(socket, F_SETFD, 0)
-        let failure = withCStrings(CommandLine.arguments) { argv in execv(executable, argv) == 0 ? 0 : errno }
-        _ = fcntl(socket, F_SETFD, FD_CLOEXEC)
-        unsetenv(socketVariable)
-        unsetenv(workersVariable)
-        return SystemError(operation: "execute \(executable)", code: failure)
-    }
-
-    /// This program's path, read at start-up: after an upgrade has replaced the file, the path names the new one.
-    static let executable: String = {
-        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-        let count = readlink("/proc/self/exe", &buffer, buffer.count - 1)
-        return count > 0 ? String(decoding: buffer[..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
-            : CommandLine.arguments[0]
-    }()
-}
-
 /// The supervising process: keeps `workers` processes alive, restarts itself on SIGHUP and stops gracefully.
 private struct Supervisor {
     let server: FastCGIServer
@@ -207,6 +176,8 @@ private struct Supervisor {
     /// The process naming journaled payloads (with a journaled spool), and when it is due again after it died.
     var namer: pid_t?
     var namerDue: Double?
+    /// `webhook-handler reload` requests waiting until no worker of an earlier start is left (pidfds).
+    var requesters: [Int32] = []
 
     init(server: FastCGIServer, socket: Int32, signals: sigset_t) {
         self.server = server
@@ -266,7 +237,8 @@ private struct Supervisor {
         var deadline: Double?
         while true {
             var tick = timespec(tv_sec: 0, tv_nsec: 200_000_000)
-            let signal = sigtimedwait(&signals, nil, &tick)
+            var info = siginfo_t()
+            let signal = sigtimedwait(&signals, &info, &tick)
             if (signal == SIGTERM || signal == SIGINT) && deadline == nil {
                 deadline = Clock.now() + server.graceSeconds
                 Log.write("\(signal == SIGTERM ? "SIGTERM" : "SIGINT"): stopping; \(started.count + retiring.count) "
@@ -274,13 +246,13 @@ private struct Supervisor {
                 retire(Array(started.keys) + (namer.map { [$0] } ?? []))
                 (started, namer, namerDue) = ([:], nil, nil)
             }
-            if signal == SIGHUP && deadline == nil {
-                Log.write("SIGHUP: starting \(Handover.executable) again on the same socket")
-                let failure = Handover.reexecute(Handover.executable, socket: socket,
-                                                 workers: Array(started.keys) + Array(retiring) + (namer.map { [$0] } ?? []))
-                Log.write("cannot start again: \(failure); going on as before")
-            }
+            if signal == SIGHUP && deadline == nil { startAgain(requester: Reload.requester(of: info)) }
             reap()
+            if !requesters.isEmpty && retiring.isEmpty {
+                Log.write("reload: every worker of the last start has finished")
+                for requester in requesters { Reload.answer(requester, Reload.done) }
+                requesters = []
+            }
             if let deadline {
                 if retiring.isEmpty { break }
                 // Repeat the signal: a worker that was forking when it first came may have missed it.
@@ -298,6 +270,22 @@ private struct Supervisor {
         }
         Log.write("stopped")
         return 0
+    }
+
+    /// SIGHUP: checks the configuration with the binary now at ``Handover/executable``, then executes it in this
+    /// process; if either fails, goes on as before and tells `requester` (a pidfd, or -1).
+    private mutating func startAgain(requester: Int32) {
+        if let problem = Reload.check(Handover.executable, socket: socket) {
+            Log.write("SIGHUP: not started again: \(problem); going on with the running binary")
+            Reload.answer(requester, Reload.refused)
+            return
+        }
+        Log.write("SIGHUP: configuration checked; starting \(Handover.executable) again on the same socket")
+        let failure = Handover.reexecute(Handover.executable, socket: socket,
+                                         workers: Array(started.keys) + Array(retiring) + (namer.map { [$0] } ?? []),
+                                         requesters: requesters + (requester >= 0 ? [requester] : []))
+        Log.write("cannot start again: \(failure); going on as before")
+        Reload.answer(requester, Reload.refused)
     }
 
     private mutating func reap() {

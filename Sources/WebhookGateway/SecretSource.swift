@@ -33,12 +33,30 @@ public enum SecretSource {
         }
     }
 
-    /// A warning when the secret file can be read by its group or by others.
-    public static func fileExposure() -> String? {
-        guard Environment.value(variable)?.isEmpty != false, let path = Environment.value(fileVariable) else { return nil }
+    /// A warning for each secret file that its group or others can read: `API_SECRET_KEY_FILE` and every
+    /// `NAME.secret` in the senders' directory `sendersDirectory`. (Under systemd the first is the handler's own
+    /// copy; `webhook-handler copy-secret`, which makes it as root, checks the operator's file.)
+    public static func fileExposures(sendersDirectory: String?) -> [String] {
+        var paths: [String] = []
+        if Environment.value(variable)?.isEmpty != false, let path = Environment.value(fileVariable) { paths.append(path) }
+        if let sendersDirectory, let names = try? directoryEntries(sendersDirectory) {
+            paths += names.filter { $0.hasSuffix(".secret") }.map { "\(sendersDirectory)/\($0)" }
+        }
+        return paths.compactMap { exposure(of: $0) }
+    }
+
+    /// Why the secret file at `path` is readable by more than its owner (`root` too, if `owner` is given), or nil.
+    static func exposure(of path: String, owner: uid_t? = nil) -> String? {
         var status = stat()
-        guard stat(path, &status) == 0, status.st_mode & 0o077 != 0 else { return nil }
-        return "\(path) is readable by group or others (mode 0\(String(status.st_mode & 0o777, radix: 8))); chmod 600 it"
+        guard stat(path, &status) == 0 else { return nil }
+        let mode = "0\(String(status.st_mode & 0o777, radix: 8))"
+        if status.st_mode & 0o077 != 0 {
+            return "\(path) is readable by group or others (mode \(mode)); chmod 600 it"
+        }
+        if let owner, status.st_uid != owner {
+            return "\(path) belongs to uid \(status.st_uid), not \(owner): whoever that is can read it; chown it"
+        }
+        return nil
     }
 
     /// The secrets named by `lookup` (the environment, or a FastCGI request's params).

@@ -50,13 +50,14 @@ struct WebhookHandler: ParsableCommand {
             Secrets are read when the handler starts, never from a request: under
             FastCGI a request may only choose a configured sender (nginx
             fastcgi_param WEBHOOK_SENDER NAME, for WEBHOOK_SECRETS_DIR/NAME.secret), and
-            one carrying API_SECRET_KEY* params is refused (500). SIGHUP starts the
-            handler again on the same socket (new binary, new secrets) without losing
-            a request. One access line per request (or per failure) goes to stderr;
+            one carrying API_SECRET_KEY* params is refused (500). SIGHUP checks the
+            configuration, then starts the handler again on the same socket (new
+            binary, new secrets) without losing a request; `webhook-handler reload`
+            waits for it (docs/deployment.md). One access line per request (or per failure) goes to stderr;
             the secret and signatures are never logged.
             """,
         version: "webhook-handler \(version)",
-        subcommands: [Serve.self, Sign.self, SpoolCommand.self, StatusCommand.self],
+        subcommands: [Serve.self, Sign.self, SpoolCommand.self, StatusCommand.self, ReloadCommand.self, CopySecretCommand.self],
         defaultSubcommand: Serve.self
     )
 }
@@ -151,7 +152,6 @@ struct Serve: ParsableCommand {
             Log.write("cannot serve: \(problem.detail ?? "no usable secret")")
             throw ExitCode(1)
         }
-        if let warning = SecretSource.fileExposure() { Log.write("warning: \(warning)") }
         return secret
     }
 
@@ -168,6 +168,7 @@ struct Serve: ParsableCommand {
             Log.write("cannot serve: \(error.detail ?? "no usable secret")")
             throw ExitCode(1)
         }
+        for warning in SecretSource.fileExposures(sendersDirectory: secrets.directory) { Log.write("warning: \(warning)") }
         if let directory = secrets.directory {
             let names = secrets.senders.keys.sorted().joined(separator: ", ")
             Log.write("senders from \(directory): \(names.isEmpty ? "none" : names)")
