@@ -138,7 +138,8 @@ struct Serve: ParsableCommand {
         let secret = SecretSource.fromEnvironment()
         if case .failure(let problem) = secret {
             guard SecretSource.isNamedInEnvironment else {
-                Log.write("warning: \(problem.detail ?? "no secret"); requests need a per-request API_SECRET_KEY")
+                Log.write("warning: \(problem.detail ?? "no secret"); only locations naming a sender of --secrets-dir "
+                    + "(WEBHOOK_SENDER) can be served, the others get 500")
                 return secret
             }
             Log.write("cannot serve: \(problem.detail ?? "no usable secret")")
