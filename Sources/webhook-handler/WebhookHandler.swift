@@ -49,7 +49,7 @@ struct WebhookHandler: ParsableCommand {
             the secret and signatures are never logged.
             """,
         version: "webhook-handler \(version)",
-        subcommands: [Serve.self, Sign.self, SpoolCommand.self, StatusCommand.self],
+        subcommands: [Serve.self, Sign.self, Check.self, SpoolCommand.self, StatusCommand.self],
         defaultSubcommand: Serve.self
     )
 }
