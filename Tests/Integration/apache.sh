@@ -2,7 +2,8 @@
 # The webhook contract over HTTP through a real Apache on 127.0.0.1, in set-ups built from deploy/:
 #   4. Apache -> mod_proxy_fcgi -> webhook-handler --listen SOCKET   (deploy/apache/proxy-fcgi.conf)
 #   5. Apache -> mod_cgid (ScriptAlias) -> webhook-handler as CGI      (deploy/apache/cgi.conf)
-#   6. Apache + the shared-hosting .htaccess -> the portable binary    (deploy/shared-hosting/.htaccess)
+#   6. Apache + the shared-hosting .htaccess -> webhook.cgi -> the portable binary, with suEXEC and without
+#      (deploy/shared-hosting/; Tests/Integration/shared_hosting.sh, which needs root)
 #   7. Apache -> mod_fcgid -> webhook-handler on fd 0                  (deploy/apache/fcgid.conf)
 # and the rest of deploy/: the portable binary is self-contained (ldd; serves with the Swift toolchain hidden),
 # and the systemd units pass systemd-analyze verify.
@@ -85,18 +86,8 @@ contract "http://127.0.0.1:$port/api/webhook" "$secret" "mod_cgid"
 check "mod_cgid: query words are not options" 405 'Method GET is not allowed' "http://127.0.0.1:$port/api/webhook?--help"
 stop "$apache_pid"
 
-echo "== 6. Apache + the shared-hosting .htaccess -> the portable binary"
-mkdir -p "$work/htdocs/api"
-install -m 0755 "$portable" "$work/htdocs/api/webhook.cgi"
-sed "s|/home/USER/webhook-secret|$work/secret|" "$deploy/shared-hosting/.htaccess" >"$work/htdocs/api/.htaccess"
-printf '' >"$work/site.empty"
-apache_with "$work/site.empty"
-contract "http://127.0.0.1:$port/api/webhook" "$secret" "shared hosting"
-status_of() { curl -s -o /dev/null -w '%{http_code}' "$1"; }
-expect "shared hosting: .htaccess is not served" test "$(status_of "http://127.0.0.1:$port/api/.htaccess")" = 403
-expect "shared hosting: no directory listing" test "$(status_of "http://127.0.0.1:$port/api/")" = 403
-stop "$apache_pid"
-rm -rf "$work/htdocs/api"
+echo "== 6. Apache + the shared-hosting .htaccess -> webhook.cgi -> the portable binary, with suEXEC and without"
+expect "shared hosting: Tests/Integration/shared_hosting.sh passes" "$(dirname "$0")/shared_hosting.sh" "$portable"
 
 echo "== 7. Apache -> mod_fcgid -> webhook-handler on fd 0"
 apache_with "$deploy/apache/fcgid.conf"
