@@ -117,11 +117,20 @@ def help_text(binary, words, cache={}):
     return cache[key]
 
 
+def subcommands(binary, words):
+    """The subcommands the (sub)command `words` lists in its --help, with the default one first."""
+    text = help_text(binary, words) or ""
+    listed = re.findall(r"^  (\S+)( \(default\))?", text.split("SUBCOMMANDS:", 1)[1], re.M) if "SUBCOMMANDS:" in text else []
+    return sorted((name for name, _ in listed), key=lambda name: not any(n == name and d for n, d in listed))
+
+
 def commands(text):
-    """(binary, words) for each command line naming one of our binaries; a line ends at |, ;, &, ` or )."""
+    """(binary, words) for each command naming one of our binaries, bare or in a bin/ (or the shared-hosting
+    webhook/, api/) folder; a command ends at |, ;, &, `, ) or a comment."""
     text = text.replace("\\\n", " ")
     for line in text.splitlines():
-        for match in re.finditer(r"(?:^|[\s/`'\"=])(webhook-handler|webhook\.cgi|webhook-forwarder)(?=[ \t]|$)", line):
+        for match in re.finditer(r"(?:^|[\s`'\"=(])(?:[\w.~$/-]*/(?:bin|webhook|api)/)?"
+                                 r"(webhook-handler|webhook\.cgi|webhook-forwarder)(?=[ \t]|$)", line):
             rest = re.split(r"[|;&`)]|\s#", line[match.end():])[0]
             yield match.group(1), rest.split()
 
@@ -137,10 +146,13 @@ def rule_options(docs, handler):
                 continue
             sub = []
             for word in words:  # the longest run of leading words that is a (sub)command
-                if word.startswith("-") or help_text(binary, sub + [word]) is None:
+                if word.strip("[]") not in subcommands(binary, sub):
                     break
-                sub.append(word)
+                sub.append(word.strip("[]"))
             known = help_text(binary, sub) or ""
+            children = subcommands(binary, sub)
+            if children:  # options may belong to the default subcommand
+                known += help_text(binary, sub + children[:1]) or ""
             for word in words:
                 option = re.match(r"--[a-z][a-z0-9-]*", word.strip("[]`'\""))
                 if option and not re.search(rf"(?<![\w-]){re.escape(option.group(0))}(?![\w-])", known):
@@ -181,7 +193,7 @@ def rule_modes(docs, handler):
         for what, pattern in (("SocketMode=", r"^SocketMode=(\d+)"), ("--socket-mode", r"--socket-mode[ =](\d+)"),
                               ("spawn-fcgi -M", r"spawn-fcgi\b[^`\n]*?\s-M\s+(\d+)")):
             found += [(path, what, m.group(1)) for m in re.finditer(pattern, text, re.M)]
-    default = re.search(r"--socket-mode <mode>[^\n]*(?:\n\s+[^\n-][^\n]*)*?\(default: ?(\d+)\)", help_text(handler, ["serve"]) or "")
+    default = re.search(r"--socket-mode <mode>[^\n]*(?:\n {20,}[^\n]*)*?\(default: ?(\d+)\)", help_text(handler, ["serve"]) or "")
     modes = {m.zfill(4) for _, _, m in found} | ({default.group(1).zfill(4)} if default else set())
     if len(modes) <= 1:
         return []
