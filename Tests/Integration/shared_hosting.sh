@@ -10,10 +10,10 @@
 # Needs root (it adds a user and a group, removed at the end).
 # Usage: Tests/Integration/shared_hosting.sh PATH/TO/portable-webhook-handler
 source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/apache_lib.sh"
 
 portable=$(realpath "${1:?usage: shared_hosting.sh PORTABLE}")
 recipe=$(realpath "$(dirname "$0")/../../deploy/shared-hosting")
-modules=/usr/lib/apache2/modules
 user="whuser$$"
 shared="whshare$$"
 home="$work/home/$user"
@@ -55,39 +55,6 @@ install_site() {
     chmod 0755 "$api/webhook.cgi"
 }
 
-# apache_as GROUP SITE_LINES: Apache (pid in $apache_pid) as www-data:GROUP on a free port ($port), with SITE_LINES.
-apache_as() {
-    port=$(free_port)
-    mkdir -p "$work/apache" "$work/htdocs"
-    chmod 755 "$work/apache" "$work/htdocs"
-    cat >"$work/httpd.conf" <<CONF
-ServerRoot "$work/apache"
-ServerName 127.0.0.1
-Listen 127.0.0.1:$port
-PidFile "$work/apache/httpd.pid"
-ErrorLog "$work/apache-error.log"
-LogLevel warn
-User www-data
-Group $1
-LoadModule mpm_event_module $modules/mod_mpm_event.so
-LoadModule authz_core_module $modules/mod_authz_core.so
-LoadModule authz_host_module $modules/mod_authz_host.so
-LoadModule alias_module $modules/mod_alias.so
-LoadModule dir_module $modules/mod_dir.so
-LoadModule env_module $modules/mod_env.so
-LoadModule mime_module $modules/mod_mime.so
-LoadModule rewrite_module $modules/mod_rewrite.so
-LoadModule cgid_module $modules/mod_cgid.so
-TypesConfig /etc/mime.types
-ScriptSock "$work/apache/cgid.sock"
-$2
-CONF
-    start apache "$work/apache.log" apache2 -f "$work/httpd.conf" -DFOREGROUND
-    apache_pid=$last_pid
-    wait_until "Apache on port $port" curl -s -o /dev/null "http://127.0.0.1:$port/" ||
-        { cat "$work/apache-error.log" "$work/apache.log" >&2; return 1; }
-}
-
 seed="$work/seed.json"
 printf '%s' '{"reference":"hosting","n":1}' >"$seed"
 # post URL: one signed delivery of the seed; prints the status.
@@ -103,7 +70,7 @@ check_says() {
 }
 
 echo "== A. Apache WITH suEXEC, a UserDir site: the program runs as $user"
-apache_as www-data "LoadModule userdir_module $modules/mod_userdir.so
+apache_start www-data www-data "LoadModule userdir_module $modules/mod_userdir.so
 LoadModule suexec_module $modules/mod_suexec.so
 DocumentRoot \"$work/htdocs\"
 UserDir public_html
@@ -140,7 +107,7 @@ stop "$apache_pid"
 
 echo "== B. Apache WITHOUT suEXEC: the program runs as the web server's user (www-data, group $shared)"
 rm -rf "$home/webhook/spool"
-apache_as "$shared" "DocumentRoot \"$home/public_html\"
+apache_start www-data "$shared" "DocumentRoot \"$home/public_html\"
 <Directory \"$home/public_html\">
     AllowOverride All
     Require all granted
