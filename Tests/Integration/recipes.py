@@ -317,7 +317,8 @@ def rule_purge(docs):
                 postrm = debian / f"{package}.postrm"
                 text = postrm.read_text() if postrm.exists() else ""
                 purge = text[text.find("purge"):] if "purge" in text else ""
-                if not re.search(rf"(a2disconf|apache2_invoke disconf)\s+(-\w+\s+)*{re.escape(conf)}\b", purge):
+                # a2disconf NAME, or apache2_invoke disconf NAME (or $conf in a loop naming NAME, as dh_apache2 writes)
+                if not (re.search(r"\b(a2disconf|apache2_invoke disconf)\b", purge) and re.search(rf"\b{re.escape(conf)}\b", purge)):
                     problems.append(f"{package} installs /etc/apache2/conf-available/{conf}.conf but its postrm "
                                     f"does not disable it on purge (a2disconf / apache2_invoke disconf {conf}): "
                                     "a conf-enabled link to a deleted file stops Apache")
