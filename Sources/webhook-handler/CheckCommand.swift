@@ -105,17 +105,22 @@ struct Check: ParsableCommand {
             if let problem = keyring.unusable(for: scheme) {
                 report.fail("secret: \(problem.detail ?? "unusable for \(scheme.rawValue)")")
             }
-            for (source, text) in texts {
-                let length = String(decoding: text, as: UTF8.self).count
-                if length < Self.strongLength || Set(text).count < 8 {
-                    report.fail("\(source) is weak (\(length) characters, \(Set(text).count) distinct): use "
-                        + "\(Self.strongLength) or more random ones, e.g. openssl rand -hex 32, with the sender")
-                } else {
-                    report.ok("\(source): \(length) characters")
-                }
-            }
+            checkStrength(texts, into: &report)
         }
         return secret
+    }
+
+    /// A secret shorter than ``strongLength``, or of fewer than 8 distinct characters, is weak.
+    private func checkStrength(_ texts: [(source: String, text: [UInt8])], into report: inout Report) {
+        for (source, text) in texts {
+            let length = String(decoding: text, as: UTF8.self).count
+            if length < Self.strongLength || Set(text).count < 8 {
+                report.fail("\(source) is weak (\(length) characters, \(Set(text).count) distinct): use "
+                    + "\(Self.strongLength) or more random ones, e.g. openssl rand -hex 32, with the sender")
+            } else {
+                report.ok("\(source): \(length) characters")
+            }
+        }
     }
 
     /// The secret file's non-empty lines, each named as the handler's messages name it.
@@ -157,6 +162,11 @@ struct Check: ParsableCommand {
                 report.fail("senders: \(directory) holds no NAME.secret")
             } else {
                 report.ok("senders from \(directory): \(names.joined(separator: ", "))")
+                for name in names {
+                    let path = "\(directory)/\(name).secret"
+                    checkMode(of: path, into: &report)
+                    checkStrength(secretLines(path), into: &report)
+                }
             }
         } catch {
             report.fail("senders: \(error.detail ?? "unusable")")

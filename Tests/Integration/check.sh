@@ -78,6 +78,21 @@ chmod 0600 "$work/not-base64"
 run_check short API_SECRET_KEY_FILE="$work/not-base64" WEBHOOK_SCHEME=standard-webhooks
 verdict short 1 '^FAIL +secret: .*not a Standard Webhooks secret'
 
+# The senders as deploy/nginx/README.md hands them over under DynamicUser: one credential per sender, NAME.secret,
+# beside the unit's own api-secret, in the credentials directory that WEBHOOK_SECRETS_DIR names.
+mkdir -m 0700 "$work/credentials"
+cp "$work/secret" "$work/credentials/api-secret"
+(umask 077; openssl rand -hex 32 >"$work/credentials/github.secret")
+(umask 077; openssl rand -hex 32 >"$work/credentials/stripe.secret")
+run_check credentials API_SECRET_KEY_FILE="$work/credentials/api-secret" WEBHOOK_SECRETS_DIR="$work/credentials"
+verdict credentials 0 '^ok +senders from .*/credentials: github, stripe$'
+printf 'short-but-usable\n' >"$work/credentials/stripe.secret"
+run_check credentials-weak API_SECRET_KEY_FILE="$work/credentials/api-secret" WEBHOOK_SECRETS_DIR="$work/credentials"
+verdict credentials-weak 1 '^FAIL +the secret on line 1 of .*/stripe.secret is weak'
+printf 'short\n' >"$work/credentials/stripe.secret"
+run_check credentials-short API_SECRET_KEY_FILE="$work/credentials/api-secret" WEBHOOK_SECRETS_DIR="$work/credentials"
+verdict credentials-short 1 '^FAIL +senders: .*stripe.secret'
+
 echo "== the spool's file system"
 mkdir -p "$work/ro" "$work/tmpfs" "$work/fuse-source" "$work/fuse"
 mount -t tmpfs -o ro,size=1m tmpfs "$work/ro" && mounts+=("$work/ro")
