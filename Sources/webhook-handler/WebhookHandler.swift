@@ -57,7 +57,10 @@ struct WebhookHandler: ParsableCommand {
             the secret and signatures are never logged.
             """,
         version: "webhook-handler \(version)",
-        subcommands: [Serve.self, Sign.self, SpoolCommand.self, StatusCommand.self, ReloadCommand.self, CopySecretCommand.self],
+        subcommands: [
+            Serve.self, Sign.self, Check.self, SpoolCommand.self, StatusCommand.self, ReloadCommand.self,
+            CopySecretCommand.self,
+        ],
         defaultSubcommand: Serve.self
     )
 }
@@ -146,7 +149,8 @@ struct Serve: ParsableCommand {
         let secret = SecretSource.fromEnvironment()
         if case .failure(let problem) = secret {
             guard SecretSource.isNamedInEnvironment else {
-                Log.write("warning: \(problem.detail ?? "no secret"); requests need a per-request API_SECRET_KEY")
+                Log.write("warning: \(problem.detail ?? "no secret"); only locations naming a sender of --secrets-dir "
+                    + "(WEBHOOK_SENDER) can be served, the others get 500")
                 return secret
             }
             Log.write("cannot serve: \(problem.detail ?? "no usable secret")")
