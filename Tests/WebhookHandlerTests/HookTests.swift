@@ -187,6 +187,37 @@ import Testing
         #expect(try String(contentsOfFile: "\(other)/.hook-given-up/\(failed)", encoding: .utf8).contains("gave up (exit 65)"))
     }
 
+    /// The runner that waits for a retry watches new/: with one slot, a payload arriving meanwhile is handed on at
+    /// once, not after the other's backoff.
+    @Test func aWaitingRetryDoesNotHoldUpNewPayloads() throws {
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let settings = ["WEBHOOK_SPOOL_DIR": spool, "PATH": "/usr/bin:/bin", "WEBHOOK_EXEC_CONCURRENCY": "1",
+                        "WEBHOOK_EXEC_BACKOFF": "60", "WEBHOOK_EXEC": "grep -q later"]
+        let (first, _) = try post(settings)
+        let failing = try #require(try first.json()["id"] as? String)
+        try waitFor("the first failure") { FileManager.default.fileExists(atPath: "\(spool)/.hook-failed/\(failing)") }
+        let body = Array(#"{"later":true}"#.utf8)
+        let signed = ContractRow(name: "later", signature: Programs.sign(body), body: body, status: 200)
+        let later = try Programs.run(Programs.handler, environment: signed.params(
+            ["API_SECRET_KEY": Contract.secret].merging(settings) { $1 }), stdin: body)
+        let id = try #require(try CGIResponse(later.stdout).json()["id"] as? String)
+        try waitFor("the later payload", seconds: 5) { files("cur") == [id] }
+        #expect(files("new") == [failing])
+    }
+
+    /// A FastCGI server resumes the retries a previous one left: it starts a runner when it starts.
+    @Test func aServerResumesRetriesWhenItStarts() throws {
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let (stored, _) = try post(["WEBHOOK_SPOOL_DIR": spool])  // stored, no hook
+        let id = try #require(try stored.json()["id"] as? String)
+        let server = try FastCGIServerProcess(
+            .ownSocket, workers: 1, environment: ["API_SECRET_KEY": Contract.secret, "PATH": "/usr/bin:/bin"],
+            arguments: ["--spool-dir", spool, "--exec", "cat > \(directory)/resumed"])
+        try waitFor("the waiting payload to be handed on", seconds: 10) { files("cur") == [id] }
+        #expect(try Data(contentsOf: URL(fileURLWithPath: directory + "/resumed")) == Data(Contract.seedPayload))
+        #expect(server.stop() == 0)
+    }
+
     /// Hooks of several workers run one at a time with a concurrency of 1.
     @Test func concurrencyIsLimitedAcrossWorkers() throws {
         defer { try? FileManager.default.removeItem(atPath: directory) }
