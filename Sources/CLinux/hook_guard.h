@@ -40,9 +40,10 @@ static inline int64_t clinux_guard_now_ms(void) {
 }
 
 /// Sends `signal` to the command's process group and to every child of this (subreaper) process: what left the
-/// group with setsid is re-parented here once its own parent is gone. Returns how many children it found.
-static inline int clinux_guard_signal_all(pid_t group, int signal) {
-    kill(-group, signal);
+/// group with setsid is re-parented here once its own parent is gone. Returns how many children it found. Once the
+/// group is empty `*group` becomes 0, so that its number, free for reuse, is never signalled again.
+static inline int clinux_guard_signal_all(pid_t *group, int signal) {
+    if (*group > 0 && kill(-*group, signal) != 0 && errno == ESRCH) *group = 0;
     int found = 0, fd = open("/proc/thread-self/children", O_RDONLY | O_CLOEXEC);
     if (fd < 0) return 0;
     char buffer[4096];
@@ -69,7 +70,8 @@ static inline void clinux_guard_end(pid_t command, int *command_alive, int *stat
                                     int caller) {
     int64_t kill_at = clinux_guard_now_ms() + (first == SIGKILL ? 0 : grace_ms);
     int killing = first == SIGKILL;
-    clinux_guard_signal_all(command, first);
+    pid_t group = command;
+    clinux_guard_signal_all(&group, first);
     for (;;) {
         int child_status;
         pid_t pid;
@@ -81,9 +83,9 @@ static inline void clinux_guard_end(pid_t command, int *command_alive, int *stat
         if (!killing && caller >= 0 && poll(&watch, 1, 0) > 0) kill_at = 0;
         if (!killing && clinux_guard_now_ms() >= kill_at) killing = 1;
         if (killing) {
-            clinux_guard_signal_all(command, SIGKILL);
+            clinux_guard_signal_all(&group, SIGKILL);
         } else if (!*command_alive) {
-            clinux_guard_signal_all(command, SIGTERM);  // orphans that arrived since
+            clinux_guard_signal_all(&group, SIGTERM);  // orphans that arrived since
         }
         poll(0, 0, 10);
     }
