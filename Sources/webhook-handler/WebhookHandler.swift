@@ -34,6 +34,7 @@ struct WebhookHandler: ParsableCommand {
               WEBHOOK_SPOOL_JOURNAL=off  FastCGI: a sync per payload file, no journal
               WEBHOOK_EXEC            hand each verified payload to this command
               WEBHOOK_EXEC_TIMEOUT, WEBHOOK_EXEC_CONCURRENCY  its limits
+              WEBHOOK_EXEC_MAX_ATTEMPTS, WEBHOOK_EXEC_BACKOFF  its retries (docs/hooks.md)
               WEBHOOK_SCHEME          x-signature, github, standard-webhooks, stripe, slack,
                                       shopify, twilio, paddle, svix, gitlab, github-sha1
                                       or generic (docs/schemes.md)
@@ -192,6 +193,7 @@ struct Serve: ParsableCommand {
         var hook = hookOptions.hook
         if hook != nil && spool == nil { hook?.privateSlotsDirectory = try Settings.privateHookSlots() }
         defer { if let slots = hook?.privateSlotsDirectory { Settings.removePrivateHookSlots(slots) } }
+        if let hook, let spool { hook.startRunner(for: spool, logFile: nil) }  // retries left by a previous run
         let server = FastCGIServer(
             listener: listener,
             workers: workers ?? FastCGIServer.defaultWorkers(journaled: spool?.journaled == true),
@@ -290,12 +292,15 @@ enum Settings {
     }
 
     /// The hook named by `command`, else by `WEBHOOK_EXEC`; nil when neither names one.
-    static func hook(command: String?, timeoutSeconds: Double?, concurrency: Int?) -> Hook? {
+    static func hook(command: String?, timeoutSeconds: Double?, concurrency: Int?, maxAttempts: Int? = nil,
+                     backoffSeconds: Double? = nil) -> Hook? {
         guard let command = command ?? environment("WEBHOOK_EXEC"), !command.isEmpty else { return nil }
         return Hook(
             command: command,
             timeoutSeconds: timeoutSeconds ?? environment("WEBHOOK_EXEC_TIMEOUT").flatMap(Double.init) ?? 30,
-            concurrency: concurrency ?? environment("WEBHOOK_EXEC_CONCURRENCY").flatMap(Int.init) ?? 2)
+            concurrency: concurrency ?? environment("WEBHOOK_EXEC_CONCURRENCY").flatMap(Int.init) ?? 2,
+            maxAttempts: maxAttempts ?? environment("WEBHOOK_EXEC_MAX_ATTEMPTS").flatMap(Int.init) ?? Hook.defaultMaxAttempts,
+            backoffSeconds: backoffSeconds ?? environment("WEBHOOK_EXEC_BACKOFF").flatMap(Double.init) ?? Hook.defaultBackoffSeconds)
     }
 
     /// `WEBHOOK_ACCESS_LOG`, else every request.
