@@ -24,14 +24,13 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include "shim.h"  // clinux_pidfd_open
+
 /// What the guard writes to its report descriptor once the run is over.
 struct clinux_hook_report {
     int32_t status;     // the command's wait status
     int32_t timed_out;  // 1 if the deadline passed and it was stopped
 };
-
-/// A descriptor that becomes readable when process `pid` has exited (pidfd_open, Linux 5.3), or -1.
-static inline int clinux_pidfd_open(pid_t pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
 
 static inline int64_t clinux_guard_now_ms(void) {
     struct timespec now;

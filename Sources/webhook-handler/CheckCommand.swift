@@ -40,7 +40,7 @@ struct Check: ParsableCommand {
     var secretsDir: String?
 
     @Option(name: .long, help: "The scheme the secrets must suit (default: $WEBHOOK_SCHEME, else x-signature).")
-    var scheme: SignatureScheme?
+    var scheme: String?
 
     @OptionGroup var spoolOptions: SpoolOptions
 
@@ -49,7 +49,7 @@ struct Check: ParsableCommand {
         var report = Report()
         let user = getpwuid(geteuid()).map { String(cString: $0.pointee.pw_name) } ?? "?"
         report.note("checking as \(user) (uid \(geteuid())): the handler must run as this user to see the same")
-        let scheme = try scheme ?? Settings.scheme()
+        let scheme = try Settings.verifier(maxBodyBytes: nil, scheme: scheme).scheme
         let directory = secretsDir ?? Settings.environment(SecretSource.directoryVariable)
         let secret = checkSecret(scheme: scheme, needed: directory == nil, into: &report)
         if let directory { checkSenders(directory, standard: secret, into: &report) }
@@ -103,7 +103,7 @@ struct Check: ParsableCommand {
             report.fail("secret: \(problem.detail ?? "unusable")")
         case .success(let keyring):
             if let problem = keyring.unusable(for: scheme) {
-                report.fail("secret: \(problem.detail ?? "unusable for \(scheme.rawValue)")")
+                report.fail("secret: \(problem.detail ?? "unusable for \(scheme.name)")")
             }
             checkStrength(texts, into: &report)
         }

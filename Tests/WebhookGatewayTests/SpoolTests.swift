@@ -158,7 +158,7 @@ import WebhookCore
         let hook = Hook(command: "cat > \(ran)")
         #expect(hook.deliver(id, from: spool) == .busy)
         #expect(!FileManager.default.fileExists(atPath: ran))
-        #expect(!spool.hookFailed(id))
+        #expect(spool.hookAttempts(id).failures == 0)
         _ = FileManager.default.createFile(atPath: spool.path("new", id), contents: Data(whole))
         #expect(hook.deliver(id, from: spool) == .ran(succeeded: true))
         #expect(try contents(ran) == body)
