@@ -69,7 +69,7 @@ public struct Consumer: Sendable {
         }
         let lost = updated.isEmpty ? " (its lease had run out: another consumer has it now)" : ""
         let verdict = result.succeeded ? "; done" : "; will be tried again"
-        Log.write("\(id) attempt \(taken.attempt): \(result.summary)\(verdict)\(lost)")
+        Log.write(result.succeeded && lost.isEmpty ? .info : .warning, "\(id) attempt \(taken.attempt): \(result.summary)\(verdict)\(lost)")
         return result.succeeded
     }
 
@@ -91,7 +91,7 @@ public struct Consumer: Sendable {
             () throws(PostgresError) in
             let connection = try Schema.connect(databaseURL)
             try connection.execute("LISTEN \(Schema.channel)")
-            Log.write("connected to \(connection.server); consuming webhook_payloads")
+            Log.write(.info, "connected to \(connection.server); consuming webhook_payloads")
             return connection
         } work: { connection throws(PostgresError) in
             while let taken = try takeOne(connection) {

@@ -77,7 +77,7 @@ public struct Forwarder: Sendable {
     /// Connects, creates the table if needed, and says where it is connected.
     func connect() throws(PostgresError) -> PostgresConnection {
         if access("\(spool.directory)/.hook-slots", F_OK) == 0 {
-            Log.write("warning: the handler of \(spool.directory) also runs an --exec hook: each payload goes either to "
+            Log.write(.warning, "the handler of \(spool.directory) also runs an --exec hook: each payload goes either to "
                 + "the hook or to PostgreSQL; run the command with webhook-forwarder consume --exec instead")
         }
         return try Schema.connect(databaseURL)
@@ -102,7 +102,7 @@ public struct Forwarder: Sendable {
                 }
             }
             for (id, _, _) in batch where !spool.markTaken(id) {
-                Log.write("forwarded \(id) but could not move it to cur/: \(String(cString: strerror(errno)))")
+                Log.write(.error, "forwarded \(id) but could not move it to cur/: \(String(cString: strerror(errno)))")
             }
             forwarded += batch.count
         }
@@ -123,17 +123,17 @@ public struct Forwarder: Sendable {
         let stop = stopSignals()
         let watch = clinux_watch_directory(spool.path("new"))
         if watch < 0 {
-            Log.write("warning: cannot watch \(spool.path("new")) (\(String(cString: strerror(errno)))); "
+            Log.write(.warning, "cannot watch \(spool.path("new")) (\(String(cString: strerror(errno)))); "
                 + "looking every \(pollSeconds)s")
         }
         serveReconnecting(stop: stop, failing: "cannot forward", waiting: "the payloads stay in new/") {
             () throws(PostgresError) in
             let connection = try connect()
-            Log.write("connected to \(connection.server); forwarding \(spool.path("new"))")
+            Log.write(.info, "connected to \(connection.server); forwarding \(spool.path("new"))")
             return connection
         } work: { connection throws(PostgresError) in
             let count = try forwardWaiting(over: connection)
-            if count > 0 { Log.write("forwarded \(count) payloads") }
+            if count > 0 { Log.write(.info, "forwarded \(count) payloads") }
             let woken = Self.wait(for: [stop, watch], seconds: pollSeconds)
             if woken == watch { Self.drain(watch) }
             return woken != stop
@@ -178,10 +178,10 @@ func serveReconnecting(stop: Int32, failing: String, waiting: String,
             while try work(connection) {}
             break
         } catch {
-            Log.write("\(failing): \(error); \(waiting); trying again in \(Int(pause))s")
+            Log.write(.error, "\(failing): \(error); \(waiting); trying again in \(Int(pause))s")
             if Forwarder.wait(for: [stop], seconds: pause) == stop { break }
             pause = min(30, pause * 2)
         }
     }
-    Log.write("stopped")
+    Log.write(.info, "stopped")
 }

@@ -103,18 +103,18 @@ public struct FastCGIServer: Sendable {
         if let spool = responder.spool {
             do {
                 for (slot, named) in try Journal.recoverAbandoned(in: spool) where named > 0 {
-                    Log.write("journal \(slot): recovered \(named) payloads into new/")
+                    Log.write(.info, "journal \(slot): recovered \(named) payloads into new/")
                 }
             } catch {
-                Log.write("journal: cannot recover: \(error); its payloads wait until a worker takes the slot")
+                Log.write(.error, "journal: cannot recover: \(error); its payloads wait until a worker takes the slot")
             }
         }
         var supervisor = Supervisor(server: server, socket: socket, signals: signals)
         if let handover {
-            Log.write("started again on \(listener.description) with \(workers) workers; "
+            Log.write(.info, "started again on \(listener.description) with \(workers) workers; "
                 + "\(handover.workers.count) workers of the last start finish their connections first")
         } else {
-            Log.write("serving FastCGI on \(listener.description) with \(workers) workers")
+            Log.write(.info, "serving FastCGI on \(listener.description) with \(workers) workers")
         }
         for _ in 0..<workers { supervisor.spawn() }
         supervisor.spawnNamer()
@@ -224,7 +224,7 @@ private struct Supervisor {
         let pid = forkChild { [server, socket] in Worker(server: server, socket: socket).serve() }
         if pid < 0 {
             let delay = backoff()
-            Log.write("cannot start a worker: fork: \(String(cString: strerror(errno))); trying again in \(Int(delay))s")
+            Log.write(.error, "cannot start a worker: fork: \(String(cString: strerror(errno))); trying again in \(Int(delay))s")
             schedule(after: delay)
             return
         }
@@ -260,23 +260,23 @@ private struct Supervisor {
             let signal = sigtimedwait(&signals, nil, &tick)
             if (signal == SIGTERM || signal == SIGINT) && deadline == nil {
                 deadline = Clock.now() + server.graceSeconds
-                Log.write("\(signal == SIGTERM ? "SIGTERM" : "SIGINT"): stopping; \(started.count + retiring.count) "
+                Log.write(.info, "\(signal == SIGTERM ? "SIGTERM" : "SIGINT"): stopping; \(started.count + retiring.count) "
                     + "workers finish their requests and kept connections first")
                 retire(Array(started.keys) + (namer.map { [$0] } ?? []))
                 (started, namer, namerDue) = ([:], nil, nil)
             }
             if signal == SIGHUP && deadline == nil {
-                Log.write("SIGHUP: starting \(Handover.executable) again on the same socket")
+                Log.write(.info, "SIGHUP: starting \(Handover.executable) again on the same socket")
                 let failure = Handover.reexecute(Handover.executable, socket: socket,
                                                  workers: Array(started.keys) + Array(retiring) + (namer.map { [$0] } ?? []))
-                Log.write("cannot start again: \(failure); going on as before")
+                Log.write(.error, "cannot start again: \(failure); going on as before")
             }
             reap()
             if let deadline {
                 if retiring.isEmpty { break }
                 // Repeat the signal: a worker that was forking when it first came may have missed it.
                 let signal = Clock.now() < deadline ? SIGTERM : SIGKILL
-                if signal == SIGKILL { Log.write("grace period over: killing \(retiring.count) workers") }
+                if signal == SIGKILL { Log.write(.warning, "grace period over: killing \(retiring.count) workers") }
                 for pid in retiring { kill(pid, signal) }
             } else {
                 let now = Clock.now()
@@ -287,7 +287,7 @@ private struct Supervisor {
                 if let due = namerDue, due <= now { spawnNamer() }
             }
         }
-        Log.write("stopped")
+        Log.write(.info, "stopped")
         return 0
     }
 
@@ -297,7 +297,7 @@ private struct Supervisor {
             server.responder.scoreboard?.leave(pid)
             if retiring.remove(pid) != nil { continue }
             if pid == namer {
-                Log.write("the journal's namer \(pid) \(Signals.describe(waitStatus: status)); starting another in 1s")
+                Log.write(.warning, "the journal's namer \(pid) \(Signals.describe(waitStatus: status)); starting another in 1s")
                 (namer, namerDue) = (nil, Clock.now() + 1)
                 continue
             }
@@ -305,7 +305,7 @@ private struct Supervisor {
             let lived = Clock.now() - began
             if lived >= 10 { failuresInARow = 0 }
             let delay = lived < 10 ? backoff() : 0
-            Log.write("worker \(pid) \(Signals.describe(waitStatus: status)); starting another"
+            Log.write(.warning, "worker \(pid) \(Signals.describe(waitStatus: status)); starting another"
                 + (delay > 0 ? " in \(Int(delay))s" : ""))
             schedule(after: delay)
         }
@@ -338,12 +338,12 @@ private struct Worker {
         // SIGTERM and SIGINT arrive as a readable descriptor between requests, never as an interruption inside one.
         let stop = Signals.stopDescriptor()
         guard stop >= 0 else {
-            Log.write("worker cannot serve: signalfd: \(String(cString: strerror(errno)))")
+            Log.write(.error, "worker cannot serve: signalfd: \(String(cString: strerror(errno)))")
             return 1
         }
         let request: FastCGIRequest
         do { request = try FastCGIRequest() } catch {
-            Log.write("worker cannot serve: \(error)")
+            Log.write(.error, "worker cannot serve: \(error)")
             return 1
         }
         var journal = JournalHold(spool: server.journaledSpool, board: server.journalBoard)
@@ -411,7 +411,7 @@ private struct Worker {
             case EAGAIN, EWOULDBLOCK, EINTR, ECONNABORTED, EPROTO:
                 break
             default:  // EMFILE, ENFILE, ENOBUFS, ENOMEM: out of something; pause rather than spin on it
-                Log.write("worker cannot accept: \(String(cString: strerror(errno))); pausing 1s")
+                Log.write(.error, "worker cannot accept: \(String(cString: strerror(errno))); pausing 1s")
                 sleep(1)
             }
             return nil
@@ -442,7 +442,7 @@ private struct Worker {
         }
         let peer = String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         if allowedAddresses.contains(peer) { return true }
-        Log.write("refused a connection from \(peer.isEmpty ? "an IPv6 address" : peer): not in FCGI_WEB_SERVER_ADDRS")
+        Log.write(.warning, "refused a connection from \(peer.isEmpty ? "an IPv6 address" : peer): not in FCGI_WEB_SERVER_ADDRS")
         return false
     }
 }

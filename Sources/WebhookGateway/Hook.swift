@@ -114,6 +114,7 @@ public struct Hook: Sendable {
             "WEBHOOK_CONTENT_TYPE=\(envelope.contentType ?? "")",
             "WEBHOOK_SENDER=\(envelope.sender ?? "")",
             "WEBHOOK_SCHEME=\(envelope.scheme ?? "")",
+            "WEBHOOK_REQUEST_ID=\(envelope.requestID ?? "")",
         ]
         if let file { variables.append("WEBHOOK_FILE=\(file)") }
         return variables
@@ -127,7 +128,7 @@ extension Hook {
         defer { if let slot, slot >= 0 { close(slot) } }
         let result = run(body: body, envelope: envelope)
         scoreboard?.countHook(result)
-        Log.write("hook \(envelope.id): \(result.summary)")
+        Log.write(.info, "hook \(envelope.id): \(result.summary)")
         return result.succeeded ? .verified : .handOffFailed("the hook \(result.summary)")
     }
 
@@ -178,7 +179,7 @@ extension Hook {
         }
         close(slot)
         if child < 0 {
-            Log.write("hook: cannot start a runner: \(String(cString: strerror(errno))); the payload waits in new/")
+            Log.write(.error, "hook: cannot start a runner: \(String(cString: strerror(errno))); the payload waits in new/")
         } else {
             _ = retryingOnInterrupt { waitpid(child, nil, 0) }
         }
@@ -226,7 +227,7 @@ extension Hook {
         var opened = stat(), named = stat()
         guard fstat(fd, &opened) == 0, stat(file, &named) == 0, opened.st_ino == named.st_ino else { return .gone }
         func failed(_ reason: String) -> Delivery {
-            Log.write("hook \(id): \(reason); left in new/ for spool retry")
+            Log.write(.warning, "hook \(id): \(reason); left in new/ for spool retry")
             spool.markHookFailed(id, reason: reason)
             return .ran(succeeded: false)
         }
@@ -238,7 +239,7 @@ extension Hook {
             return failed("\(result.summary), but it could not be moved to cur/: \(String(cString: strerror(errno)))")
         }
         spool.clearHookFailure(id)
-        Log.write("hook \(id): \(result.summary); moved to cur/")
+        Log.write(.info, "hook \(id): \(result.summary); moved to cur/")
         return .ran(succeeded: true)
     }
 }

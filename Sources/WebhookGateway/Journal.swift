@@ -184,7 +184,7 @@ final class Journal {
 
     private func give(up error: SystemError) {
         failure = error
-        Log.write("journal \(description): \(error); payloads are stored with a sync of their own until the worker "
+        Log.write(.error, "journal \(description): \(error); payloads are stored with a sync of their own until the worker "
             + "takes a slot again")
     }
 
@@ -305,7 +305,7 @@ struct JournalHold {
         do {
             journal = try Journal.acquire(for: spool, board: board)
         } catch {
-            Log.write("journal: cannot take a slot: \(error); payloads are stored with a sync of their own "
+            Log.write(.error, "journal: cannot take a slot: \(error); payloads are stored with a sync of their own "
                 + "(trying again in 10s)")
         }
         return journal

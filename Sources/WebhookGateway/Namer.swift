@@ -27,10 +27,10 @@ struct Namer {
             let (named, failure) = log >= 0 ? nameWaiting(in: log) : (0, nil)
             if named > 0 { hook?.startRunner(for: spool, logFile: nil) }
             if let failure, !failing {
-                Log.write("journal: cannot name payloads: \(failure); they are durable in the journal, and named once "
+                Log.write(.error, "journal: cannot name payloads: \(failure); they are durable in the journal, and named once "
                     + "this is fixed (retrying every second)")
             } else if failure == nil && failing {
-                Log.write("journal: naming payloads again")
+                Log.write(.info, "journal: naming payloads again")
             }
             failing = failure != nil
             var pending = pollfd(fd: stop, events: Int16(POLLIN), revents: 0)

@@ -75,7 +75,7 @@ struct Forward: ParsableCommand {
         do {
             print("forwarded \(try forwarder.forwardOnce()) payloads")
         } catch {
-            Log.write("cannot forward: \(error); the payloads stay in \(directory)/new/")
+            Log.write(.error, "cannot forward: \(error); the payloads stay in \(directory)/new/")
             throw ExitCode(1)
         }
     }
@@ -120,7 +120,7 @@ struct Consume: ParsableCommand {
             print("\(counts.succeeded) done, \(counts.failed) failed")
             if counts.failed > 0 { throw ExitCode(1) }
         } catch let error as PostgresError {
-            Log.write("cannot consume: \(error)")
+            Log.write(.error, "cannot consume: \(error)")
             throw ExitCode(1)
         }
     }
@@ -136,7 +136,7 @@ struct Purge: ParsableCommand {
         do {
             print("purged \(try purgeDone(databaseURL: database.url, olderThanDays: olderThanDays)) payloads")
         } catch {
-            Log.write("cannot purge: \(error)")
+            Log.write(.error, "cannot purge: \(error)")
             throw ExitCode(1)
         }
     }

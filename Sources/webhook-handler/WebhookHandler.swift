@@ -138,13 +138,13 @@ struct Serve: ParsableCommand {
         let secret = SecretSource.fromEnvironment()
         if case .failure(let problem) = secret {
             guard SecretSource.isNamedInEnvironment else {
-                Log.write("warning: \(problem.detail ?? "no secret"); requests need a per-request API_SECRET_KEY")
+                Log.write(.warning, "\(problem.detail ?? "no secret"); requests need a per-request API_SECRET_KEY")
                 return secret
             }
-            Log.write("cannot serve: \(problem.detail ?? "no usable secret")")
+            Log.write(.error, "cannot serve: \(problem.detail ?? "no usable secret")")
             throw ExitCode(1)
         }
-        if let warning = SecretSource.fileExposure() { Log.write("warning: \(warning)") }
+        if let warning = SecretSource.fileExposure() { Log.write(.warning, "\(warning)") }
         return secret
     }
 
@@ -158,12 +158,12 @@ struct Serve: ParsableCommand {
                 throw problem
             }
         } catch {
-            Log.write("cannot serve: \(error.detail ?? "no usable secret")")
+            Log.write(.error, "cannot serve: \(error.detail ?? "no usable secret")")
             throw ExitCode(1)
         }
         if let directory = secrets.directory {
             let names = secrets.senders.keys.sorted().joined(separator: ", ")
-            Log.write("senders from \(directory): \(names.isEmpty ? "none" : names)")
+            Log.write(.info, "senders from \(directory): \(names.isEmpty ? "none" : names)")
         }
         let spool = Settings.spool(directory: spoolOptions.spoolDir, groupReadable: spoolOptions.spoolGroupReadable,
                                    journaled: !spoolOptions.noSpoolJournal)
@@ -171,9 +171,9 @@ struct Serve: ParsableCommand {
             do {
                 try spool.prepare()
                 try spool.checkUnnamedFiles()
-                Log.write("spool \(spool.directory): ready")
+                Log.write(.info, "spool \(spool.directory): ready")
             } catch {
-                Log.write("cannot use the spool: \(error)")
+                Log.write(.error, "cannot use the spool: \(error)")
                 throw ExitCode(1)
             }
         }
@@ -191,7 +191,7 @@ struct Serve: ParsableCommand {
         do {
             throw ExitCode(try server.run())
         } catch let error as SystemError {
-            Log.write("cannot serve: \(error)")
+            Log.write(.error, "cannot serve: \(error)")
             throw ExitCode(1)
         }
     }
@@ -292,7 +292,7 @@ enum Settings {
     /// CGI has no command line to refuse: a bad `WEBHOOK_ACCESS_LOG` logs everything, and says so.
     static func accessLogFromEnvironment() -> AccessLogPolicy {
         do { return try accessLog() } catch {
-            Log.write("warning: \(error); logging all requests")
+            Log.write(.warning, "\(error); logging all requests")
             return .all
         }
     }
@@ -308,7 +308,7 @@ enum Settings {
         if let inherited = environment(variable), access(inherited, W_OK) == 0 { return inherited }
         var template = Array("\(environment("TMPDIR") ?? "/tmp")/webhook-handler-hooks.XXXXXX".utf8CString)
         guard let made = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
-            Log.write("cannot make a directory for the hook's slots: \(String(cString: strerror(errno)))")
+            Log.write(.error, "cannot make a directory for the hook's slots: \(String(cString: strerror(errno)))")
             throw ExitCode(1)
         }
         let directory = String(cString: made)
@@ -325,7 +325,7 @@ enum Settings {
     /// (with a log line) rather than failing every request.
     static func verifierFromEnvironment() -> Verifier {
         do { return try verifier(maxBodyBytes: nil) } catch {
-            Log.write("warning: \(error); using \(Verifier.defaultMaxBodyBytes)")
+            Log.write(.warning, "\(error); using \(Verifier.defaultMaxBodyBytes)")
             return Verifier()
         }
     }

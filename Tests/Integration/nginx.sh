@@ -35,7 +35,7 @@ expect "own socket: two payloads in new/ (the seed and the empty body; the rest 
 stop "$nginx_pid"; expect "own socket: nginx stops cleanly" test "$stopped_status" = 0
 stop "$handler_pid"; expect "own socket: handler exits 0 on SIGTERM" test "$stopped_status" = 0
 expect "own socket: socket removed" test ! -e "$work/handler.sock"
-expect "own socket: access lines logged" grep -q ' POST 200 bytes=158 ' "$work/handler.log"
+expect "own socket: access lines logged" grep -q ' method=POST status=200 bytes=158 ' "$work/handler.log"
 
 echo "== 2. nginx -> spawn-fcgi -s SOCKET -M 0666 -- webhook-handler"
 start spawn-fcgi "$work/spawn.log" \
