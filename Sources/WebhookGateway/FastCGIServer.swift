@@ -98,6 +98,7 @@ public struct FastCGIServer: Sendable {
         var server = self
         server.responder.scoreboard = Scoreboard(workers: workers)
         server.journalBoard = journaledSpool == nil ? nil : JournalBoard()
+        server.responder.journalBoard = server.journalBoard
         // Journal slots of workers that are gone (a crash, fewer workers than last time) are recovered before any
         // worker starts; a worker recovers the slot it takes itself.
         if let spool = responder.spool {
@@ -235,14 +236,14 @@ private struct Supervisor {
     /// Forks the ``Namer``, if the spool is journaled; if the system cannot, tries again in a second.
     mutating func spawnNamer() {
         guard let board = server.journalBoard, let spool = server.journaledSpool else { return }
-        let pid = forkChild { [hook = server.responder.hook] in
+        let pid = forkChild { [hook = server.responder.hook, scoreboard = server.responder.scoreboard] in
             let stop = Signals.stopDescriptor()
             // Only on CPU time the workers leave: a sender waits on them, nobody waits on a name (the records are
             // durable). Under load the namer catches up when the workers idle; a worker whose slot fills faster than
             // it is named helps (``Journal``).
             if clinux_schedule_when_idle() != 0 { _ = nice(19) }
             _ = clinux_set_process_name(Namer.processName)
-            return Namer(spool: spool, board: board, hook: hook).run(stop: stop)
+            return Namer(spool: spool, board: board, hook: hook, scoreboard: scoreboard).run(stop: stop)
         }
         (namer, namerDue) = pid > 0 ? (pid, nil) : (nil, Clock.now() + 1)
     }
@@ -366,6 +367,7 @@ private struct Worker {
                 journal.release()
                 return 0
             }
+            server.responder.scoreboard?.mark(.idle)  // no kept connection (any more)
             // Every idle worker wakes for a new connection and all but one find it taken (EAGAIN). That costs a
             // little CPU, but a burst of connections is spread over the idle workers at once; with EPOLLEXCLUSIVE
             // one woken worker took them one after another, and the recipe's p99 under 32 clients rose from
@@ -386,7 +388,7 @@ private struct Worker {
         let current = journal.current()
         var record = server.responder.respond(over: request, journal: current)
         if !request.finish() { record.delivered = false }
-        scoreboard?.endRequest(record)
+        scoreboard?.endRequest(record, kept: request.keptConnection != nil)
         server.responder.complete(record, journaled: current != nil && current?.failure == nil)
     }
 

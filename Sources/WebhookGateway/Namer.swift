@@ -16,6 +16,8 @@ struct Namer {
     let spool: Spool
     let board: JournalBoard
     let hook: Hook?
+    /// Where its errors are counted, for the status page.
+    var scoreboard: Scoreboard? = nil
 
     /// Runs until SIGTERM or SIGINT (pending on `stop`, a signalfd).
     func run(stop: Int32) -> Int32 {
@@ -33,6 +35,7 @@ struct Namer {
                 Log.write(.info, "journal: naming payloads again")
             }
             failing = failure != nil
+            scoreboard?.namerPass(failed: failing)
             var pending = pollfd(fd: stop, events: Int16(POLLIN), revents: 0)
             if poll(&pending, 1, failing ? 1000 : 0) > 0 { return 0 }
             if named == 0 && !failing { board.namerSleep(microseconds: 200_000) }

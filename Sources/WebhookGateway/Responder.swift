@@ -20,6 +20,10 @@ public struct Responder: Sendable {
     }
     /// Which requests get an access line.
     public let accessLog: AccessLogPolicy
+    /// The journal's shared positions in a FastCGI server, for the status page.
+    var journalBoard: JournalBoard?
+    /// The handler's version, for the status page.
+    public var version = "unknown"
 
     public init(verifier: Verifier, secrets: Secrets, spool: Spool? = nil, hook: Hook? = nil,
                 accessLog: AccessLogPolicy = .all) {
@@ -37,7 +41,9 @@ public struct Responder: Sendable {
     func respond(over channel: some RequestChannel, journal: Journal? = nil) -> AccessRecord {
         let started = Clock.now()
         if let endpoint = channel.param(StatusPage.endpointVariable), !endpoint.isEmpty {
-            return StatusPage(scoreboard: scoreboard, spool: spool).respond(to: endpoint, over: channel, started: started)
+            var page = StatusPage(scoreboard: scoreboard, spool: spool)
+            (page.board, page.secrets, page.roomNeeded, page.version) = (journalBoard, secrets, discardBound, version)
+            return page.respond(to: endpoint, over: channel, journal: journal, started: started)
         }
         let (verifier, sender, keys) = configuration(for: channel)
         var headers: [String: String] = [:]
@@ -99,6 +105,9 @@ public struct Responder: Sendable {
     func complete(_ record: AccessRecord, hookLog: String? = nil, journaled: Bool = false) {
         if record.isEndpoint { return }
         if accessLog.records(record) { Log.write(record.level, "request", fields: record.fields) }
+        if spool?.journaled == true, journalBoard != nil, record.outcome.receipt != nil, !journaled {
+            scoreboard?.add(.journalFallbacks)
+        }
         if let hook, let spool, let receipt = record.outcome.receipt, !receipt.duplicate, !journaled {
             hook.startRunner(for: spool, logFile: hookLog)
         }

@@ -180,13 +180,15 @@ struct Serve: ParsableCommand {
         var hook = hookOptions.hook
         if hook != nil && spool == nil { hook?.privateSlotsDirectory = try Settings.privateHookSlots() }
         defer { if let slots = hook?.privateSlotsDirectory { Settings.removePrivateHookSlots(slots) } }
+        var responder = Responder(verifier: verifier, secrets: secrets, spool: spool, hook: hook,
+                                  accessLog: try accessLog ?? Settings.accessLog())
+        responder.version = WebhookHandler.version
         let server = FastCGIServer(
             listener: listener,
             workers: workers ?? FastCGIServer.defaultWorkers(journaled: spool?.journaled == true),
             graceSeconds: graceSeconds,
             readTimeoutSeconds: readTimeoutSeconds,
-            responder: Responder(verifier: verifier, secrets: secrets, spool: spool, hook: hook,
-                                 accessLog: try accessLog ?? Settings.accessLog())
+            responder: responder
         )
         do {
             throw ExitCode(try server.run())
