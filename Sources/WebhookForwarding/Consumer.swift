@@ -15,6 +15,8 @@ public struct Consumer: Sendable {
     public let hook: Hook
     /// How long a payload stays with the consumer that took it: longer than the command may run.
     public let leaseSeconds: Double
+    /// Where its numbers go (node_exporter's textfile collector), if anywhere.
+    public var metrics: ForwarderMetrics?
 
     public init(databaseURL: String, hook: Hook, leaseSeconds: Double? = nil) {
         self.databaseURL = databaseURL
@@ -68,6 +70,7 @@ public struct Consumer: Sendable {
                 """, [.text(id), .text(String(taken.attempt)), .text(result.summary), .text(String(pause))])
         }
         let lost = updated.isEmpty ? " (its lease had run out: another consumer has it now)" : ""
+        metrics?.ran(updated.isEmpty ? "lost" : result.succeeded ? "ok" : "failed")
         let verdict = result.succeeded ? "; done" : "; will be tried again"
         Log.write(result.succeeded && lost.isEmpty ? .info : .warning, "\(id) attempt \(taken.attempt): \(result.summary)\(verdict)\(lost)")
         return result.succeeded
@@ -81,6 +84,7 @@ public struct Consumer: Sendable {
         while let taken = try takeOne(connection) {
             if try handle(taken, on: connection) { counts.succeeded += 1 } else { counts.failed += 1 }
         }
+        try metrics?.countRows(connection)
         return counts
     }
 
@@ -98,6 +102,7 @@ public struct Consumer: Sendable {
                 _ = try handle(taken, on: connection)
                 if Forwarder.wait(for: [stop], seconds: 0) == stop { return false }
             }
+            try metrics?.countRows(connection)
             let woken = Forwarder.wait(for: [stop, connection.socket], seconds: min(pollSeconds, leaseSeconds))
             if woken >= 0 && woken != stop { _ = try connection.receiveNotifications() }
             return woken != stop

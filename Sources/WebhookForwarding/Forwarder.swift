@@ -66,6 +66,8 @@ public struct Forwarder: Sendable {
     /// The handler host the payloads came through (recorded in each row).
     public let host: String
     public let batchSize: Int
+    /// Where its numbers go (node_exporter's textfile collector), if anywhere.
+    public var metrics: ForwarderMetrics?
 
     public init(spool: Spool, databaseURL: String, host: String, batchSize: Int = 500) {
         self.spool = spool
@@ -93,12 +95,15 @@ public struct Forwarder: Sendable {
             tried.formUnion(ids)
             let batch = ids.compactMap { id in spool.payload(id).map { (id, $0.envelope, $0.body) } }
             if !batch.isEmpty {
-                try connection.transaction { () throws(PostgresError) in
+                do throws(PostgresError) { try connection.transaction { () throws(PostgresError) in
                     try connection.execute(Schema.insert(rows: batch.count), batch.flatMap { id, envelope, body in
                         [.text(id), .bytes(body), .text(envelope.received), text(envelope.remoteAddress),
                          text(envelope.contentType), text(envelope.sender), text(envelope.scheme), .text(host)]
                     })
                     try connection.execute("SELECT pg_notify($1, '')", [.text(Schema.channel)])
+                } } catch {
+                    metrics?.batchFailed()
+                    throw error
                 }
             }
             for (id, _, _) in batch where !spool.markTaken(id) {
@@ -113,7 +118,9 @@ public struct Forwarder: Sendable {
     /// `--once`: forwards what is there and returns how many, or throws if PostgreSQL cannot be reached or used
     /// (then everything stays in `new/`).
     public func forwardOnce() throws(PostgresError) -> Int {
-        try forwardWaiting(over: try connect())
+        let count = try forwardWaiting(over: try connect())
+        metrics?.forwarded(count, lagSeconds: spool.backlog().oldestSeconds ?? 0)
+        return count
     }
 
     /// The service: forwards as payloads arrive (woken by inotify on `new/`, with a look every `pollSeconds` as
@@ -134,6 +141,7 @@ public struct Forwarder: Sendable {
         } work: { connection throws(PostgresError) in
             let count = try forwardWaiting(over: connection)
             if count > 0 { Log.write(.info, "forwarded \(count) payloads") }
+            metrics?.forwarded(count, lagSeconds: spool.backlog().oldestSeconds ?? 0)
             let woken = Self.wait(for: [stop, watch], seconds: pollSeconds)
             if woken == watch { Self.drain(watch) }
             return woken != stop

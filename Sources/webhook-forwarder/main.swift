@@ -40,6 +40,12 @@ struct DatabaseOptions: ParsableArguments {
     var url: String { databaseURL ?? getenv("WEBHOOK_DATABASE_URL").map { String(cString: $0) } ?? "" }
 }
 
+struct MetricsOptions: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp("Write metrics to this file for node_exporter's textfile collector, e.g. /var/lib/prometheus/node-exporter/webhook-forwarder.prom (default: $WEBHOOK_METRICS_FILE).",
+                                            valueName: "path"))
+    var metricsFile: String?
+}
+
 struct Forward: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Forward the spool's payloads to PostgreSQL (the default).",
@@ -58,6 +64,7 @@ struct Forward: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("The handler's spool (default: $WEBHOOK_SPOOL_DIR).", valueName: "dir"))
     var spoolDir: String?
     @OptionGroup var database: DatabaseOptions
+    @OptionGroup var metrics: MetricsOptions
     @Flag(name: .long, help: "Forward what is there, then exit.")
     var once = false
     @Option(name: .long, help: "Payloads per transaction (default: 500).")
@@ -69,8 +76,9 @@ struct Forward: ParsableCommand {
         guard let directory = spoolDir ?? getenv("WEBHOOK_SPOOL_DIR").map({ String(cString: $0) }), !directory.isEmpty else {
             throw ValidationError("name the spool with --spool-dir or WEBHOOK_SPOOL_DIR")
         }
-        let forwarder = Forwarder(spool: Spool(directory: directory), databaseURL: database.url,
+        var forwarder = Forwarder(spool: Spool(directory: directory), databaseURL: database.url,
                                   host: hostName ?? Self.hostName(), batchSize: batchSize)
+        forwarder.metrics = ForwarderMetrics.from(option: metrics.metricsFile)
         guard once else { return forwarder.serve() }
         do {
             print("forwarded \(try forwarder.forwardOnce()) payloads")
@@ -102,6 +110,7 @@ struct Consume: ParsableCommand {
             """)
 
     @OptionGroup var database: DatabaseOptions
+    @OptionGroup var metrics: MetricsOptions
     @Option(name: .customLong("exec"), help: ArgumentHelp("The shell command to run for each payload.", valueName: "command"))
     var command: String
     @Option(name: .customLong("exec-timeout"), help: "Seconds the command may run before it is killed (default: 30).")
@@ -112,8 +121,9 @@ struct Consume: ParsableCommand {
     var once = false
 
     func run() throws {
-        let consumer = Consumer(databaseURL: database.url, hook: Hook(command: command, timeoutSeconds: timeoutSeconds),
+        var consumer = Consumer(databaseURL: database.url, hook: Hook(command: command, timeoutSeconds: timeoutSeconds),
                                 leaseSeconds: leaseSeconds)
+        consumer.metrics = ForwarderMetrics.from(option: metrics.metricsFile)
         guard once else { return consumer.serve() }
         do {
             let counts = try consumer.consumeOnce()
