@@ -119,7 +119,7 @@ start webhook-handler "$work/kept.log" env -i API_SECRET_KEY_FILE="$work/secret"
 kept_pid=$last_pid
 wait_until "the handler's socket" test -S "$work/kept.sock"
 nginx_with webhook.conf "$work/kept.sock"
-workers=$(sed -n 's/.* with \([0-9]*\) workers$/\1/p' "$work/kept.log")
+workers=$(sed -n 's/.* with \([0-9]*\) workers"*$/\1/p' "$work/kept.log")
 pool=$(( $(sed -n 's/^ *keepalive \([0-9]*\);/\1/p' "$recipes/webhook.conf") * 2 ))  # start_nginx runs 2 nginx workers
 expect "recipe: the default workers ($workers) outnumber nginx's kept connections ($pool)" test "${workers:-0}" -gt "$pool"
 printf '{"load":"%s"}' "$(head -c 600 /dev/zero | tr '\0' k)" >"$work/load.json"
