@@ -70,7 +70,7 @@ def signed_cgi_environment(secret, body, spool=None, method="POST", **extra):
     return env
 
 
-def fcgi_request(client, params, keep=True):
+def fcgi_request(client, params, keep=True, body=b""):
     """One request on a raw FastCGI connection (BEGIN_REQUEST with FCGI_KEEP_CONN if `keep`): (status, body)."""
     def record(kind, content):
         return struct.pack(">BBHHBx", 1, kind, 1, len(content), 0) + content
@@ -80,7 +80,7 @@ def fcgi_request(client, params, keep=True):
             encoded += bytes([len(item)]) if len(item) < 128 else struct.pack(">I", len(item) | 0x80000000)
         encoded += name.encode() + value.encode()
     client.sendall(record(1, struct.pack(">HB5x", 1, 1 if keep else 0)) + record(4, encoded) + record(4, b"")
-                   + record(5, b""))
+                   + (record(5, body) if body else b"") + record(5, b""))
     data, out = b"", b""
     while True:
         while len(data) < 8 or len(data) < 8 + struct.unpack(">H", data[4:6])[0] + data[6]:

@@ -5,7 +5,8 @@ over several workers with a hook — and the status shows exactly those counts, 
 prometheus_client's own parser); the format negotiated from Accept as Prometheus sends it; `promtool check metrics`;
 Debian's real Prometheus scraping it with deploy/prometheus/prometheus.yml's job (up == 1, the series present);
 neither page reachable through the public listener, nor through a reverse proxy on the same host; workers holding
-kept-alive connections and max_workers_reached (raw FastCGI connections); ping answering 503 with the reason
+kept-alive connections and max_workers_reached (raw FastCGI connections); payloads not yet named out of the
+journal counted while the namer is stopped; ping answering 503 with the reason
 without a secret, with a spool that cannot be written or is full, and with a failing journal; then `webhook-handler
 status` for a spool, as a CGI set-up would use it.
 
@@ -205,6 +206,47 @@ def check_workers(work):
         stop(handler)
 
 
+def check_journal_backlog(work):
+    """Payloads answered 200 but not yet named out of the journal are counted, with the oldest one's age: the namer
+    is stopped (SIGSTOP) while three are delivered."""
+    handler, socket_path, _ = start_handler(work, "journal-backlog", "--workers", "2", "--spool-dir",
+                                            os.path.join(work, "spool-b"))
+
+    def status():
+        client = socket.socket(socket.AF_UNIX)
+        client.connect(socket_path)
+        answer = fcgi_request(client, {"REQUEST_METHOD": "GET", "WEBHOOK_ENDPOINT": "status"}, keep=False)[1]
+        client.close()
+        return json.loads(answer)
+
+    namer = None
+    try:
+        wait_until(lambda: any(open("/proc/%d/comm" % p).read().strip() == "webhook-namer" for p in children(handler.pid)))
+        namer = next(p for p in children(handler.pid) if open("/proc/%d/comm" % p).read().strip() == "webhook-namer")
+        os.kill(namer, signal.SIGSTOP)
+        for n in range(3):
+            body = json.dumps({"unnamed": n}).encode()
+            client = socket.socket(socket.AF_UNIX)
+            client.connect(socket_path)
+            answer = fcgi_request(client, {"REQUEST_METHOD": "POST", "CONTENT_LENGTH": str(len(body)),
+                                           "HTTP_X_SIGNATURE": sign(body)}, keep=False, body=body)
+            client.close()
+            expect("journal backlog: delivery %d answered 200" % n, answer[0] == 200, answer)
+        time.sleep(2.2)
+        page = status()
+        journal, spool = page.get("journal", {}), page.get("spool", {})
+        expect("journal backlog: 3 unnamed, the oldest at least 2 s old, none in new/ yet (%s, new %s)"
+               % (journal, spool.get("new")), journal.get("unnamed") == 3
+               and (journal.get("oldest_unnamed_seconds") or 0) >= 2 and spool.get("new") == 0)
+        os.kill(namer, signal.SIGCONT)
+        named = wait_until(lambda: status()["journal"]["unnamed"] == 0 and status()["spool"]["new"] == 3, seconds=20)
+        expect("journal backlog: the namer resumed: 0 unnamed, 3 in new/", named, status())
+    finally:
+        if namer:
+            os.kill(namer, signal.SIGCONT)
+        stop(handler)
+
+
 def check_ping(work):
     """Ping is 503 with the reason whenever a delivery could not be accepted now."""
     def ping_body(socket_path):
@@ -385,6 +427,7 @@ def main():
         expect("status command: OpenMetrics for node_exporter's textfile collector",
                found[("webhook_spool_new_payloads", ())] == 3 and found[("webhook_spool_hook_failures", ())] == 1)
         check_workers(work)
+        check_journal_backlog(work)
         check_ping(work)
     return checks.summary()
 
