@@ -10,11 +10,14 @@
               recording rule
   logs        logfmt lines (every field key=value, parsed back; hostile text quoted) with level=; under journald
               (JOURNAL_STREAM naming stderr, as systemd sets it) a <N> priority prefix and no ts=; the web
-              server's request id in the access line and in the hook's environment
+              server's request id in the access line and in the hook's environment; then the real journald
+              (systemd-journald started here in a mount namespace of its own, the handler's stderr its stream via
+              systemd-cat, JOURNAL_STREAM set as systemd sets it): PRIORITY 6/4/3 for a 200/400/500, the message
+              without the prefix or a timestamp, `journalctl -p err` finding only the 500
 
 Usage: monitoring.py PATH/TO/webhook-handler PATH/TO/webhook-forwarder
 """
-import json, os, re, socket, subprocess, sys, tempfile
+import hashlib, hmac, json, os, re, socket, subprocess, sys, tempfile
 
 from checks import Checks, fcgi_request, parse_cgi, signed_cgi_environment, wait_until
 from postgres_server import Postgres
@@ -219,6 +222,54 @@ def test_logs(work):
                       seconds=20))
 
 
+JOURNALD = r"""
+set -e
+mount -t tmpfs tmpfs /run   # journald's sockets and its runtime journal, private to this namespace
+mkdir -p /run/systemd/journal
+/lib/systemd/systemd-journald >/dev/null 2>&1 &
+journald=$!
+for _ in $(seq 100); do [ -S /run/systemd/journal/stdout ] && break; sleep 0.1; done
+for signature in "$GOOD" "$BAD"; do
+    systemd-cat -t webhook-handler env API_SECRET_KEY="$SECRET" HTTP_X_SIGNATURE="$signature" sh -c \
+        'JOURNAL_STREAM=$(stat -L -c %d:%i /dev/stderr) exec "$HANDLER" <"$BODY" >/dev/null'
+done
+systemd-cat -t webhook-handler sh -c 'JOURNAL_STREAM=$(stat -L -c %d:%i /dev/stderr) exec "$HANDLER" <"$BODY" >/dev/null'
+sleep 1
+journalctl -D /run/log/journal --no-pager -o json SYSLOG_IDENTIFIER=webhook-handler >"$OUT/all.json"
+journalctl -D /run/log/journal --no-pager -o json -p err SYSLOG_IDENTIFIER=webhook-handler >"$OUT/err.json"
+kill $journald
+wait $journald || true
+"""
+
+
+def test_journald(work):
+    if not os.path.exists("/lib/systemd/systemd-journald"):
+        expect("journald: systemd-journald is installed (package systemd)", False)
+        return
+    body = b'{"journald":1}'
+    with open(os.path.join(work, "journald-body"), "wb") as f:
+        f.write(body)
+    env = dict(os.environ, HANDLER=HANDLER, SECRET=SECRET, BODY=os.path.join(work, "journald-body"), OUT=work,
+               GOOD=hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest(), BAD="0" * 64,
+               REQUEST_METHOD="POST", CONTENT_LENGTH=str(len(body)), GATEWAY_INTERFACE="CGI/1.1",
+               REMOTE_ADDR="127.0.0.1", WEBHOOK_SPOOL_DIR=os.path.join(work, "journald-spool"))
+    done = subprocess.run(["unshare", "-m", "--propagation", "private", "bash", "-c", JOURNALD], env=env,
+                          capture_output=True, text=True, timeout=120)
+
+    def entries(name):
+        path = os.path.join(work, name)
+        return [json.loads(line) for line in open(path)] if os.path.exists(path) else []
+    found = [(entry.get("PRIORITY"), entry.get("MESSAGE", "")) for entry in entries("all.json")]
+    expect("journald: three lines at priorities 6, 4, 3 (200, 400, 500) (%s)" % found,
+           [priority for priority, _ in found] == ["6", "4", "3"], done.stderr[-500:])
+    expect("journald: the message has neither the <N> prefix nor a timestamp, and is logfmt",
+           found and all(message.startswith("level=") and "ts=" not in message and logfmt(message) is not None
+                         for _, message in found), found)
+    errors = [entry.get("MESSAGE", "") for entry in entries("err.json")]
+    expect("journald: journalctl -p err finds the 500 only (%s)" % errors,
+           len(errors) == 1 and "status=500" in errors[0])
+
+
 def main():
     with tempfile.TemporaryDirectory(prefix="webhook-monitoring-") as work:
         os.chmod(work, 0o755)
@@ -227,6 +278,7 @@ def main():
         exposition += test_forwarder(work)
         test_names(exposition)
         test_logs(work)
+        test_journald(work)
     return checks.summary()
 
 
