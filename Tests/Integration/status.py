@@ -364,6 +364,9 @@ def main():
                         statuses.append(answer)
 
             client(mix[:40])  # the originals first, so that the duplicates are duplicates
+            # ... once named out of the journal: until then a second delivery counts as stored, not as a duplicate
+            named = lambda: sum(len(os.listdir(os.path.join(spool, d))) for d in ("new", "cur")) == 40
+            expect("mix: the originals named out of the journal", wait_until(named, seconds=30))
             threads = [threading.Thread(target=client, args=(mix[40 + i::8],)) for i in range(8)]
             for thread in threads:
                 thread.start()
