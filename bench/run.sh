@@ -229,7 +229,7 @@ openssl speed -hmac sha256 -seconds $($smoke && echo 1 || echo 3) -bytes 1048576
 
 echo
 echo "== RSS of one FastCGI worker (this-fastcgi, $(workers_of "$handler_pid" | wc -w) workers)"
-served=$(grep -c ' POST ' "$work/handler.log")
+served=$(grep -c ' method=POST ' "$work/handler.log")
 echo "fresh (after the 405/400/200 checks): $rss_fresh KiB"
 echo "at rest after $served requests over all workers (the largest): $(for worker in $(workers_of "$handler_pid"); do
     memory "$worker" VmRSS; done | sort -n | tail -n 1) KiB"
@@ -242,7 +242,7 @@ million=$($smoke && echo 20000 || echo 1000000)
 echo
 echo "== RSS of one worker over $million signed 1 KiB requests (its own handler, --workers 1)"
 one_worker=$(workers_of "$one_worker_pid")
-answered() { grep -c ' POST 200 ' "$work/one-worker.log"; }
+answered() { grep -c ' method=POST status=200 ' "$work/one-worker.log"; }
 load_one_worker() {
     SOAK_METHOD=POST SOAK_BODY_FILE="$work/1k.json" SOAK_SIGNATURE="$(sign "$secret" "$work/1k.json")" SOAK_EXPECT=200 \
         wrk_checked -t2 -c8 -d"$1" "$base/one-worker"

@@ -50,6 +50,13 @@ static inline int clinux_signal_fd(const sigset_t *signals) {
 extern int accept4(int, struct sockaddr *, socklen_t *, int);
 static inline int clinux_accept_cloexec(int listening) { return accept4(listening, 0, 0, SOCK_CLOEXEC); }
 
+/// The commit this binary was built from, when the build says so: `swift build -Xcc -DWEBHOOK_BUILD_COMMIT='"abc123"'`.
+#ifdef WEBHOOK_BUILD_COMMIT
+static inline const char *clinux_build_commit(void) { return WEBHOOK_BUILD_COMMIT; }
+#else
+static inline const char *clinux_build_commit(void) { return "unknown"; }
+#endif
+
 /// Atomic add and load on 64-bit counters in memory shared between processes (the status scoreboard).
 static inline void clinux_atomic_add(int64_t *counter, int64_t value) {
     __atomic_fetch_add(counter, value, __ATOMIC_RELAXED);

@@ -112,23 +112,24 @@ public struct FastCGIServer: Sendable {
         var server = self
         server.responder.scoreboard = Scoreboard(workers: workers)
         server.journalBoard = journaledSpool == nil ? nil : JournalBoard()
+        server.responder.journalBoard = server.journalBoard
         // Journal slots of workers that are gone (a crash, fewer workers than last time) are recovered before any
         // worker starts; a worker recovers the slot it takes itself.
         if let spool = responder.spool {
             do {
                 for (slot, named) in try Journal.recoverAbandoned(in: spool) where named > 0 {
-                    Log.write("journal \(slot): recovered \(named) payloads into new/")
+                    Log.write(.info, "journal \(slot): recovered \(named) payloads into new/")
                 }
             } catch {
-                Log.write("journal: cannot recover: \(error); its payloads wait until a worker takes the slot")
+                Log.write(.error, "journal: cannot recover: \(error); its payloads wait until a worker takes the slot")
             }
         }
         var supervisor = Supervisor(server: server, socket: socket, signals: signals)
         if let handover {
-            Log.write("started again on \(listener.description) with \(workers) workers; "
+            Log.write(.info, "started again on \(listener.description) with \(workers) workers; "
                 + "\(handover.workers.count) workers of the last start finish their connections first")
         } else {
-            Log.write("serving FastCGI on \(listener.description) with \(workers) workers")
+            Log.write(.info, "serving FastCGI on \(listener.description) with \(workers) workers")
         }
         for _ in 0..<workers { supervisor.spawn() }
         supervisor.spawnNamer()
@@ -204,7 +205,7 @@ private struct Supervisor {
         let pid = forkChild { [server, socket] in Worker(server: server, socket: socket).serve() }
         if pid < 0 {
             let delay = backoff()
-            Log.write("cannot start a worker: fork: \(String(cString: strerror(errno))); trying again in \(Int(delay))s")
+            Log.write(.error, "cannot start a worker: fork: \(String(cString: strerror(errno))); trying again in \(Int(delay))s")
             schedule(after: delay)
             return
         }
@@ -215,14 +216,14 @@ private struct Supervisor {
     /// Forks the ``Namer``, if the spool is journaled; if the system cannot, tries again in a second.
     mutating func spawnNamer() {
         guard let board = server.journalBoard, let spool = server.journaledSpool else { return }
-        let pid = forkChild { [hook = server.responder.hook] in
+        let pid = forkChild { [hook = server.responder.hook, scoreboard = server.responder.scoreboard] in
             let stop = Signals.stopDescriptor()
             // Only on CPU time the workers leave: a sender waits on them, nobody waits on a name (the records are
             // durable). Under load the namer catches up when the workers idle; a worker whose slot fills faster than
             // it is named helps (``Journal``).
             if clinux_schedule_when_idle() != 0 { _ = nice(19) }
             _ = clinux_set_process_name(Namer.processName)
-            return Namer(spool: spool, board: board, hook: hook).run(stop: stop)
+            return Namer(spool: spool, board: board, hook: hook, scoreboard: scoreboard).run(stop: stop)
         }
         (namer, namerDue) = pid > 0 ? (pid, nil) : (nil, Clock.now() + 1)
     }
@@ -241,7 +242,7 @@ private struct Supervisor {
             let signal = sigtimedwait(&signals, &info, &tick)
             if (signal == SIGTERM || signal == SIGINT) && deadline == nil {
                 deadline = Clock.now() + server.graceSeconds
-                Log.write("\(signal == SIGTERM ? "SIGTERM" : "SIGINT"): stopping; \(started.count + retiring.count) "
+                Log.write(.info, "\(signal == SIGTERM ? "SIGTERM" : "SIGINT"): stopping; \(started.count + retiring.count) "
                     + "workers finish their requests and kept connections first")
                 retire(Array(started.keys) + (namer.map { [$0] } ?? []))
                 (started, namer, namerDue) = ([:], nil, nil)
@@ -257,7 +258,7 @@ private struct Supervisor {
                 if retiring.isEmpty { break }
                 // Repeat the signal: a worker that was forking when it first came may have missed it.
                 let signal = Clock.now() < deadline ? SIGTERM : SIGKILL
-                if signal == SIGKILL { Log.write("grace period over: killing \(retiring.count) workers") }
+                if signal == SIGKILL { Log.write(.warning, "grace period over: killing \(retiring.count) workers") }
                 for pid in retiring { kill(pid, signal) }
             } else {
                 let now = Clock.now()
@@ -268,7 +269,7 @@ private struct Supervisor {
                 if let due = namerDue, due <= now { spawnNamer() }
             }
         }
-        Log.write("stopped")
+        Log.write(.info, "stopped")
         return 0
     }
 
@@ -294,7 +295,7 @@ private struct Supervisor {
             server.responder.scoreboard?.leave(pid)
             if retiring.remove(pid) != nil { continue }
             if pid == namer {
-                Log.write("the journal's namer \(pid) \(Signals.describe(waitStatus: status)); starting another in 1s")
+                Log.write(.warning, "the journal's namer \(pid) \(Signals.describe(waitStatus: status)); starting another in 1s")
                 (namer, namerDue) = (nil, Clock.now() + 1)
                 continue
             }
@@ -302,7 +303,7 @@ private struct Supervisor {
             let lived = Clock.now() - began
             if lived >= 10 { failuresInARow = 0 }
             let delay = lived < 10 ? backoff() : 0
-            Log.write("worker \(pid) \(Signals.describe(waitStatus: status)); starting another"
+            Log.write(.warning, "worker \(pid) \(Signals.describe(waitStatus: status)); starting another"
                 + (delay > 0 ? " in \(Int(delay))s" : ""))
             schedule(after: delay)
         }
@@ -336,12 +337,12 @@ private struct Worker {
         // in accept, they end the wait (``AcceptInterruption``).
         let stop = Signals.stopDescriptor()
         guard stop >= 0, AcceptInterruption.install(listening: socket) else {
-            Log.write("worker cannot serve: \(stop < 0 ? "signalfd" : "sigaction"): \(String(cString: strerror(errno)))")
+            Log.write(.error, "worker cannot serve: \(stop < 0 ? "signalfd" : "sigaction"): \(String(cString: strerror(errno)))")
             return 1
         }
         let request: FastCGIRequest
         do { request = try FastCGIRequest() } catch {
-            Log.write("worker cannot serve: \(error)")
+            Log.write(.error, "worker cannot serve: \(error)")
             return 1
         }
         var journal = JournalHold(spool: server.journaledSpool, board: server.journalBoard)
@@ -364,6 +365,7 @@ private struct Worker {
                 journal.release()
                 return 0
             }
+            server.responder.scoreboard?.mark(.idle)  // no kept connection (any more)
             let connection: Int32
             switch accept() {
             case .stop: stopping = true; continue
@@ -381,7 +383,7 @@ private struct Worker {
         let current = journal.current()
         var record = server.responder.respond(over: request, journal: current)
         if !request.finish() { record.delivered = false }
-        scoreboard?.endRequest(record)
+        scoreboard?.endRequest(record, kept: request.keptConnection != nil)
         server.responder.complete(record, journaled: current != nil && current?.failure == nil)
     }
 
@@ -418,7 +420,7 @@ private struct Worker {
             case EAGAIN, EWOULDBLOCK: return .timedOut
             case EINTR, ECONNABORTED, EPROTO: return .again
             default:  // EMFILE, ENFILE, ENOBUFS, ENOMEM: out of something; pause rather than spin on it
-                Log.write("worker cannot accept: \(String(cString: strerror(failure))); pausing 1s")
+                Log.write(.error, "worker cannot accept: \(String(cString: strerror(failure))); pausing 1s")
                 sleep(1)
                 return .again
             }
@@ -449,7 +451,7 @@ private struct Worker {
         }
         let peer = String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         if allowedAddresses.contains(peer) { return true }
-        Log.write("refused a connection from \(peer.isEmpty ? "an IPv6 address" : peer): not in FCGI_WEB_SERVER_ADDRS")
+        Log.write(.warning, "refused a connection from \(peer.isEmpty ? "an IPv6 address" : peer): not in FCGI_WEB_SERVER_ADDRS")
         return false
     }
 }

@@ -150,6 +150,7 @@ public struct Hook: Sendable {
             "WEBHOOK_SENDER=\(envelope.sender ?? "")",
             "WEBHOOK_SCHEME=\(envelope.scheme ?? "")",
             "WEBHOOK_ATTEMPT=\(attempt)",
+            "WEBHOOK_REQUEST_ID=\(envelope.requestID ?? "")",
         ]
         if let file { variables.append("WEBHOOK_FILE=\(file)") }
         return variables
@@ -163,7 +164,7 @@ extension Hook {
         defer { if let slot, slot >= 0 { close(slot) } }
         let result = run(body: body, envelope: envelope)
         scoreboard?.countHook(result)
-        Log.write("hook \(envelope.id): \(result.summary)")
+        Log.write(.info, "hook \(envelope.id): \(result.summary)")
         return result.succeeded ? .verified : .handOffFailed("the hook \(result.summary)")
     }
 
@@ -214,7 +215,7 @@ extension Hook {
         }
         close(slot)
         if child < 0 {
-            Log.write("hook: cannot start a runner: \(String(cString: strerror(errno))); the payload waits in new/")
+            Log.write(.error, "hook: cannot start a runner: \(String(cString: strerror(errno))); the payload waits in new/")
         } else {
             _ = retryingOnInterrupt { waitpid(child, nil, 0) }
         }
@@ -311,10 +312,10 @@ extension Hook {
             if givingUp || attempt >= maxAttempts || attempts.givenUp {
                 let why = givingUp ? "the command gave up (exit \(Self.giveUpStatus))" : "\(attempt) attempts failed"
                 spool.markHookGivenUp(id, reason: "\(why): \(reason)")
-                Log.write("hook \(id): attempt \(attempt) \(reason); \(why), failed: left in new/ for spool retry")
+                Log.write(.error, "hook \(id): attempt \(attempt) \(reason); \(why), failed: left in new/ for spool retry")
             } else {
                 let wait = HookAttempts.backoff(afterFailures: attempt, base: backoffSeconds, id: id)
-                Log.write("hook \(id): attempt \(attempt) \(reason); left in new/, next attempt in \(Int(wait.rounded(.up)))s")
+                Log.write(.warning, "hook \(id): attempt \(attempt) \(reason); left in new/, next attempt in \(Int(wait.rounded(.up)))s")
             }
             return .ran(succeeded: false)
         }
@@ -322,7 +323,7 @@ extension Hook {
         // Shorter than its envelope says: a file a crash left before the journal's recovery wrote it again.
         let body = lseek(fd, 0, SEEK_CUR)
         guard fstat(fd, &opened) == 0, Int(opened.st_size - body) == envelope.length else {
-            Log.write("hook \(id): \(file) holds \(Int(opened.st_size - body)) of \(envelope.length) body bytes; left "
+            Log.write(.warning, "hook \(id): \(file) holds \(Int(opened.st_size - body)) of \(envelope.length) body bytes; left "
                 + "for the journal's recovery")
             return .busy
         }

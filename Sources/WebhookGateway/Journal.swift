@@ -251,7 +251,7 @@ final class Journal {
     private func give(up error: SystemError) {
         guard failure == nil else { return }
         failure = error
-        Log.write("journal \(description): \(error); payloads are stored with a sync of their own until the worker "
+        Log.write(.error, "journal \(description): \(error); payloads are stored with a sync of their own until the worker "
             + "takes a slot again")
     }
 

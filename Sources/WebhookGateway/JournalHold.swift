@@ -25,7 +25,7 @@ struct JournalHold {
         do {
             journal = try Journal.acquire(for: spool, board: board)
         } catch {
-            Log.write("journal: cannot take a slot: \(error); payloads are stored with a sync of their own "
+            Log.write(.error, "journal: cannot take a slot: \(error); payloads are stored with a sync of their own "
                 + "(trying again in 10s)")
         }
         return journal

@@ -16,6 +16,8 @@ struct Namer {
     let spool: Spool
     let board: JournalBoard
     let hook: Hook?
+    /// Where its errors are counted, for the status page.
+    var scoreboard: Scoreboard? = nil
 
     /// Runs until SIGTERM or SIGINT (pending on `stop`, a signalfd).
     func run(stop: Int32) -> Int32 {
@@ -27,12 +29,13 @@ struct Namer {
             let (named, failure) = log >= 0 ? nameWaiting(in: log) : (0, nil)
             if named > 0 { hook?.startRunner(for: spool, logFile: nil) }
             if let failure, !failing {
-                Log.write("journal: cannot name payloads: \(failure); they are durable in the journal, and named once "
+                Log.write(.error, "journal: cannot name payloads: \(failure); they are durable in the journal, and named once "
                     + "this is fixed (retrying every second)")
             } else if failure == nil && failing {
-                Log.write("journal: naming payloads again")
+                Log.write(.info, "journal: naming payloads again")
             }
             failing = failure != nil
+            scoreboard?.namerPass(failed: failing)
             var pending = pollfd(fd: stop, events: Int16(POLLIN), revents: 0)
             if poll(&pending, 1, failing ? 1000 : 0) > 0 { return 0 }
             if named == 0 && !failing { board.namerSleep(microseconds: 200_000) }

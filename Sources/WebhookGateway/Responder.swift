@@ -20,6 +20,10 @@ public struct Responder: Sendable {
     }
     /// Which requests get an access line.
     public let accessLog: AccessLogPolicy
+    /// The journal's shared positions in a FastCGI server, for the status page.
+    var journalBoard: JournalBoard?
+    /// The handler's version, for the status page.
+    public var version = "unknown"
 
     public init(verifier: Verifier, secrets: Secrets, spool: Spool? = nil, hook: Hook? = nil,
                 accessLog: AccessLogPolicy = .all) {
@@ -37,7 +41,9 @@ public struct Responder: Sendable {
     func respond(over channel: some RequestChannel, journal: Journal? = nil) -> AccessRecord {
         let started = Clock.now()
         if let endpoint = channel.param(StatusPage.endpointVariable), !endpoint.isEmpty {
-            return StatusPage(scoreboard: scoreboard, spool: spool).respond(to: endpoint, over: channel, started: started)
+            var page = StatusPage(scoreboard: scoreboard, spool: spool)
+            (page.board, page.secrets, page.roomNeeded, page.version) = (journalBoard, secrets, discardBound, version)
+            return page.respond(to: endpoint, over: channel, journal: journal, started: started)
         }
         let (verifier, sender, keys) = configuration(for: channel)
         var headers: [String: String] = [:]
@@ -64,7 +70,7 @@ public struct Responder: Sendable {
                               channel: channel, journal: journal)
         }
         let delivered = channel.write(outcome.cgiResponse)
-        return AccessRecord(
+        var record = AccessRecord(
             remoteAddress: channel.param("REMOTE_ADDR"),
             method: head.method,
             outcome: outcome,
@@ -72,16 +78,19 @@ public struct Responder: Sendable {
             seconds: Clock.now() - started,
             delivered: delivered
         )
+        record.requestID = channel.param(AccessRecord.requestIDParam).flatMap { $0.isEmpty ? nil : $0 }
+        return record
     }
 
     /// What becomes of a verified body: stored in the spool, or handed to the hook, or (with neither) nothing.
     private func handOff(_ body: [UInt8], verdict: Outcome, sender: String?, scheme: SignatureScheme,
                          channel: some RequestChannel, journal: Journal?) -> Outcome {
         guard verdict.isVerified, spool != nil || hook != nil else { return verdict }
-        let envelope = Envelope(
+        var envelope = Envelope(
             body: body, id: verdict.verification?.payloadID(of: body, sender: sender, scheme: scheme),
             remoteAddress: channel.param("REMOTE_ADDR"), contentType: channel.param("CONTENT_TYPE"),
             sender: sender, scheme: scheme.rawValue)
+        envelope.requestID = channel.param(AccessRecord.requestIDParam).flatMap { $0.isEmpty ? nil : $0 }
         if let spool {
             let stored = spool.store(body, envelope: envelope, journal: journal)
             return stored.receipt.map { verdict.stored($0) } ?? stored
@@ -95,7 +104,10 @@ public struct Responder: Sendable {
     /// runner logs, when not to stderr.
     func complete(_ record: AccessRecord, hookLog: String? = nil, journaled: Bool = false) {
         if record.isEndpoint { return }
-        if accessLog.records(record) { Log.write(record.line) }
+        if accessLog.records(record) { Log.write(record.level, "request", fields: record.fields) }
+        if spool?.journaled == true, journalBoard != nil, record.outcome.receipt != nil, !journaled {
+            scoreboard?.add(.journalFallbacks)
+        }
         if let hook, let spool, let receipt = record.outcome.receipt, !receipt.duplicate, !journaled {
             hook.startRunner(for: spool, logFile: hookLog)
         }

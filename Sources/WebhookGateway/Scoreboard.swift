@@ -16,12 +16,25 @@ public final class Scoreboard: @unchecked Sendable {  // a fixed mapping, touche
 
     enum Counter: Int, CaseIterable {
         case startTime, maxWorkersReached, stored, duplicates, storeFailures, hookOK, hookFailed, hookTimedOut,
-             durationCount, durationMicroseconds
+             durationCount, durationMicroseconds,
+             /// Unix seconds of the last verified payload stored (or found stored already).
+             lastStored,
+             /// Payloads stored with a sync of their own because the worker's journal had failed.
+             journalFallbacks,
+             /// Passes of the namer that failed, and whether its last pass did (1) or not (0).
+             namerErrors, namerFailing
+    }
+
+    /// What a worker is doing: waiting for a new connection, serving a request, or holding a connection the web
+    /// server keeps open between requests (it takes no new connection meanwhile).
+    enum WorkerState: Int64, CaseIterable {
+        case idle = 0, busy = 1, kept = 2
+        var label: String { self == .idle ? "idle" : self == .busy ? "busy" : "kept_alive" }
     }
 
     private let base: UnsafeMutablePointer<Int64>
-    /// One slot per live worker: its pid while idle, minus its pid while it serves a request, 0 when free. The
-    /// supervisor frees a dead worker's slot, so a worker killed mid-request is not counted busy for ever.
+    /// One slot per live worker: its pid plus its ``WorkerState`` times 2^32, 0 when free. The supervisor frees a
+    /// dead worker's slot, so a worker killed mid-request is not counted busy for ever.
     private let slots: Int
     private static let requestsAt = Counter.allCases.count
     private static let bucketsAt = requestsAt + statuses.count + 1
@@ -51,32 +64,47 @@ public final class Scoreboard: @unchecked Sendable {  // a fixed mapping, touche
 
     /// A worker is gone: its slot is free again.
     func leave(_ pid: pid_t) {
-        for slot in slotPointers { _ = clinux_atomic_replace(slot, Int64(pid), 0) || clinux_atomic_replace(slot, -Int64(pid), 0) }
+        for slot in slotPointers where clinux_atomic_load(slot) & 0xFFFF_FFFF == Int64(pid) {
+            for state in WorkerState.allCases { _ = clinux_atomic_replace(slot, Int64(pid) + state.rawValue << 32, 0) }
+        }
     }
 
-    /// (live workers, busy ones).
-    func workers() -> (total: Int, busy: Int) {
-        let values = slotPointers.map { clinux_atomic_load($0) }
-        return (values.filter { $0 != 0 }.count, values.filter { $0 < 0 }.count)
+    /// Live workers by state.
+    func workers() -> [WorkerState: Int] {
+        var counts: [WorkerState: Int] = [.idle: 0, .busy: 0, .kept: 0]
+        for slot in slotPointers {
+            let value = clinux_atomic_load(slot)
+            if value != 0, let state = WorkerState(rawValue: value >> 32) { counts[state, default: 0] += 1 }
+        }
+        return counts
     }
 
-    /// A worker takes a request; if that left no worker idle, it counts (php-fpm's "max children reached").
+    /// This worker is now in `state` (a store only when it changed).
+    func mark(_ state: WorkerState) {
+        let pid = Int64(getpid())
+        guard let slot = slotPointers.first(where: { clinux_atomic_load($0) & 0xFFFF_FFFF == pid }) else { return }
+        if clinux_atomic_load(slot) != pid + state.rawValue << 32 { clinux_atomic_store(slot, pid + state.rawValue << 32) }
+    }
+
+    /// A worker takes a request. If that left no worker waiting for a new connection (every other one busy or
+    /// holding a kept-alive connection), it counts: the next new connection waits in the listen queue until a
+    /// worker is free (php-fpm's "max children reached").
     func beginRequest() {
-        let pid = Int64(getpid())
-        guard let slot = slotPointers.first(where: { clinux_atomic_load($0) == pid }) else { return }
-        clinux_atomic_store(slot, -pid)
-        let (total, busy) = workers()
-        if busy >= total { add(.maxWorkersReached) }
+        mark(.busy)
+        if workers()[.idle] == 0 { add(.maxWorkersReached) }
     }
 
-    /// A worker is done with a request; what it did is counted (a request to the status page itself is not).
-    func endRequest(_ record: AccessRecord) {
-        let pid = Int64(getpid())
-        if let slot = slotPointers.first(where: { clinux_atomic_load($0) == -pid }) { clinux_atomic_store(slot, pid) }
+    /// A worker is done with a request (`kept`: the web server keeps the connection for its next one); what it
+    /// did is counted (a request to the status page itself is not).
+    func endRequest(_ record: AccessRecord, kept: Bool = false) {
+        mark(kept ? .kept : .idle)
         if record.isEndpoint { return }
         let status = Int(record.outcome.status.code)
         clinux_atomic_add(base + Self.requestsAt + (Self.statuses.firstIndex(of: status) ?? Self.statuses.count), 1)
-        if let receipt = record.outcome.receipt { add(receipt.duplicate ? .duplicates : .stored) }
+        if let receipt = record.outcome.receipt {
+            add(receipt.duplicate ? .duplicates : .stored)
+            clinux_atomic_raise(base + Counter.lastStored.rawValue, Int64(time(nil)))
+        }
         if record.outcome.status == .serviceUnavailable { add(.storeFailures) }
         add(.durationCount)
         add(.durationMicroseconds, Int64(record.seconds * 1e6))
@@ -99,15 +127,19 @@ public final class Scoreboard: @unchecked Sendable {  // a fixed mapping, touche
             cumulative += clinux_atomic_load(base + Self.bucketsAt + index)
             return (index < Self.buckets.count ? String(Self.buckets[index]) : "+Inf", cumulative)
         }
-        let (total, busy) = workers()
         return Snapshot(counters: Dictionary(uniqueKeysWithValues: Counter.allCases.map { ($0, value($0)) }),
-                        workers: total, busy: busy, requests: requests, buckets: buckets)
+                        workers: workers(), requests: requests, buckets: buckets)
+    }
+
+    /// The namer's pass failed (or not): counted, and remembered for the health check.
+    func namerPass(failed: Bool) {
+        if failed { add(.namerErrors) }
+        if value(.namerFailing) != (failed ? 1 : 0) { clinux_atomic_store(base + Counter.namerFailing.rawValue, failed ? 1 : 0) }
     }
 
     struct Snapshot {
         let counters: [Counter: Int64]
-        let workers: Int
-        let busy: Int
+        let workers: [WorkerState: Int]
         let requests: [(status: String, count: Int64)]
         /// Cumulative, as OpenMetrics wants them.
         let buckets: [(le: String, count: Int64)]

@@ -205,6 +205,8 @@ public struct Envelope: Sendable, Equatable {
     /// How the payload was signed.
     public let scheme: String?
     public let length: Int
+    /// The web server's id for the request that brought it (nginx's `$request_id`), if it passed one.
+    public var requestID: String?
 
     /// `id` defaults to the SHA-256 of the body.
     public init(body: [UInt8], id: String? = nil, received: String = Clock.utcTimestamp(milliseconds: true),
@@ -218,13 +220,13 @@ public struct Envelope: Sendable, Equatable {
         self.length = body.count
     }
 
-    /// `{"id":"…","received":"…","remote_addr":"…","content_type":"…","sender":…,"scheme":"…","length":N}` and a
-    /// newline.
+    /// `{"id":"…","received":"…","remote_addr":"…","content_type":"…","sender":…,"scheme":"…","length":N}` (and
+    /// `"request_id":"…"` when there is one) and a newline.
     public var line: String {
         func quoted(_ text: String?) -> String { text.map { JSON.quoted($0) } ?? "null" }
         return #"{"id":"\#(id)","received":"\#(received)","remote_addr":\#(quoted(remoteAddress)),"#
             + #""content_type":\#(quoted(contentType)),"sender":\#(quoted(sender)),"scheme":\#(quoted(scheme)),"#
-            + #""length":\#(length)}"# + "\n"
+            + #""length":\#(length)"# + (requestID.map { #","request_id":\#(JSON.quoted($0))"# } ?? "") + "}\n"
     }
 }
 
@@ -283,6 +285,7 @@ extension Spool {
 extension Envelope: Decodable {
     enum CodingKeys: String, CodingKey {
         case id, received, length, sender, scheme
+        case requestID = "request_id"
         case remoteAddress = "remote_addr"
         case contentType = "content_type"
     }

@@ -150,11 +150,11 @@ struct Serve: ParsableCommand {
         let secret = SecretSource.fromEnvironment()
         if case .failure(let problem) = secret {
             guard SecretSource.isNamedInEnvironment else {
-                Log.write("warning: \(problem.detail ?? "no secret"); only locations naming a sender of --secrets-dir "
+                Log.write(.warning, "\(problem.detail ?? "no secret"); only locations naming a sender of --secrets-dir "
                     + "(WEBHOOK_SENDER) can be served, the others get 500")
                 return secret
             }
-            Log.write("cannot serve: \(problem.detail ?? "no usable secret")")
+            Log.write(.error, "cannot serve: \(problem.detail ?? "no usable secret")")
             throw ExitCode(1)
         }
         return secret
@@ -170,13 +170,13 @@ struct Serve: ParsableCommand {
                 throw problem
             }
         } catch {
-            Log.write("cannot serve: \(error.detail ?? "no usable secret")")
+            Log.write(.error, "cannot serve: \(error.detail ?? "no usable secret")")
             throw ExitCode(1)
         }
-        for warning in SecretSource.fileExposures(sendersDirectory: secrets.directory) { Log.write("warning: \(warning)") }
+        for warning in SecretSource.fileExposures(sendersDirectory: secrets.directory) { Log.write(.warning, "\(warning)") }
         if let directory = secrets.directory {
             let names = secrets.senders.keys.sorted().joined(separator: ", ")
-            Log.write("senders from \(directory): \(names.isEmpty ? "none" : names)")
+            Log.write(.info, "senders from \(directory): \(names.isEmpty ? "none" : names)")
         }
         let spool = Settings.spool(directory: spoolOptions.spoolDir, groupReadable: spoolOptions.spoolGroupReadable,
                                    journaled: !spoolOptions.noSpoolJournal)
@@ -184,9 +184,9 @@ struct Serve: ParsableCommand {
             do {
                 try spool.prepare()
                 try spool.checkUnnamedFiles()
-                Log.write("spool \(spool.directory): ready")
+                Log.write(.info, "spool \(spool.directory): ready")
             } catch {
-                Log.write("cannot use the spool: \(error)")
+                Log.write(.error, "cannot use the spool: \(error)")
                 throw ExitCode(1)
             }
         }
@@ -194,18 +194,20 @@ struct Serve: ParsableCommand {
         if hook != nil && spool == nil { hook?.privateSlotsDirectory = try Settings.privateHookSlots() }
         defer { if let slots = hook?.privateSlotsDirectory { Settings.removePrivateHookSlots(slots) } }
         if let hook, let spool { hook.startRunner(for: spool, logFile: nil) }  // retries left by a previous run
+        var responder = Responder(verifier: verifier, secrets: secrets, spool: spool, hook: hook,
+                                  accessLog: try accessLog ?? Settings.accessLog())
+        responder.version = WebhookHandler.version
         let server = FastCGIServer(
             listener: listener,
             workers: workers ?? FastCGIServer.defaultWorkers(journaled: spool?.journaled == true),
             graceSeconds: graceSeconds,
             readTimeoutSeconds: readTimeoutSeconds,
-            responder: Responder(verifier: verifier, secrets: secrets, spool: spool, hook: hook,
-                                 accessLog: try accessLog ?? Settings.accessLog())
+            responder: responder
         )
         do {
             throw ExitCode(try server.run())
         } catch let error as SystemError {
-            Log.write("cannot serve: \(error)")
+            Log.write(.error, "cannot serve: \(error)")
             throw ExitCode(1)
         }
     }
@@ -315,7 +317,7 @@ enum Settings {
     /// CGI has no command line to refuse: a bad `WEBHOOK_ACCESS_LOG` logs everything, and says so.
     static func accessLogFromEnvironment() -> AccessLogPolicy {
         do { return try accessLog() } catch {
-            Log.write("warning: \(error); logging all requests")
+            Log.write(.warning, "\(error); logging all requests")
             return .all
         }
     }
@@ -331,7 +333,7 @@ enum Settings {
         if let inherited = environment(variable), access(inherited, W_OK) == 0 { return inherited }
         var template = Array("\(environment("TMPDIR") ?? "/tmp")/webhook-handler-hooks.XXXXXX".utf8CString)
         guard let made = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
-            Log.write("cannot make a directory for the hook's slots: \(String(cString: strerror(errno)))")
+            Log.write(.error, "cannot make a directory for the hook's slots: \(String(cString: strerror(errno)))")
             throw ExitCode(1)
         }
         let directory = String(cString: made)
@@ -348,7 +350,7 @@ enum Settings {
     /// (with a log line) rather than failing every request.
     static func verifierFromEnvironment() -> Verifier {
         do { return try verifier(maxBodyBytes: nil) } catch {
-            Log.write("warning: \(error); using \(Verifier.defaultMaxBodyBytes)")
+            Log.write(.warning, "\(error); using \(Verifier.defaultMaxBodyBytes)")
             return Verifier()
         }
     }

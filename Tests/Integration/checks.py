@@ -1,7 +1,7 @@
 """What the Python integration tests share: the `ok`/`FAIL` lines and the closing `N passed, N failed` line that
-CI reads, polling for a condition, free ports, and the handler as a CGI (a signed request's environment, the
-response read back)."""
-import hashlib, hmac, socket, tempfile, time
+CI reads, polling for a condition, free ports, the handler as a CGI (a signed request's environment, the
+response read back), and one request on a raw FastCGI connection."""
+import hashlib, hmac, re, socket, struct, tempfile, time
 
 
 class Checks:
@@ -79,3 +79,31 @@ def signed_cgi_environment(secret, body, spool=None, method="POST", **extra):
         env["WEBHOOK_SPOOL_DIR"] = spool
     env.update(extra)
     return env
+
+
+def fcgi_request(client, params, keep=True, body=b""):
+    """One request on a raw FastCGI connection (BEGIN_REQUEST with FCGI_KEEP_CONN if `keep`): (status, body)."""
+    def record(kind, content):
+        return struct.pack(">BBHHBx", 1, kind, 1, len(content), 0) + content
+    encoded = b""
+    for name, value in params.items():
+        for item in (name.encode(), value.encode()):
+            encoded += bytes([len(item)]) if len(item) < 128 else struct.pack(">I", len(item) | 0x80000000)
+        encoded += name.encode() + value.encode()
+    client.sendall(record(1, struct.pack(">HB5x", 1, 1 if keep else 0)) + record(4, encoded) + record(4, b"")
+                   + (record(5, body) if body else b"") + record(5, b""))
+    data, out = b"", b""
+    while True:
+        while len(data) < 8 or len(data) < 8 + struct.unpack(">H", data[4:6])[0] + data[6]:
+            chunk = client.recv(65536)
+            if not chunk:
+                raise RuntimeError("connection closed mid-response")
+            data += chunk
+        kind, length, padding = data[1], struct.unpack(">H", data[4:6])[0], data[6]
+        if kind == 6:
+            out += data[8:8 + length]
+        data = data[8 + length + padding:]
+        if kind == 3:
+            head, _, body = out.partition(b"\r\n\r\n")
+            found = re.search(rb"Status: (\d+)", head)
+            return (int(found.group(1)) if found else 200), body

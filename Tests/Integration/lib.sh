@@ -101,7 +101,9 @@ nginx_with() {
     local recipe=$1 socket=$2
     port=${3:-0}
     [ "$port" != 0 ] || port=$(free_port)
+    status_port=$(free_port)
     sed -e "s|listen 127.0.0.1:8080;|listen 127.0.0.1:$port;|" \
+        -e "s|listen 127.0.0.1:8081;|listen 127.0.0.1:$status_port;|" \
         -e "s|unix:/run/webhook-handler/webhook.sock|unix:$socket|" \
         -e "s|unix:/run/fcgiwrap.socket|unix:$socket|" \
         -e "s|/usr/local/bin/webhook-handler|$handler|" \

@@ -35,7 +35,7 @@ expect "own socket: two payloads in new/ (the seed and the empty body; the rest 
 stop "$nginx_pid"; expect "own socket: nginx stops cleanly" test "$stopped_status" = 0
 stop "$handler_pid"; expect "own socket: handler exits 0 on SIGTERM" test "$stopped_status" = 0
 expect "own socket: socket removed" test ! -e "$work/handler.sock"
-expect "own socket: access lines logged" grep -q ' POST 200 bytes=158 ' "$work/handler.log"
+expect "own socket: access lines logged" grep -q ' method=POST status=200 bytes=158 ' "$work/handler.log"
 
 echo "== 2. nginx -> spawn-fcgi -s SOCKET -M 0666 -- webhook-handler"
 start spawn-fcgi "$work/spawn.log" \
@@ -119,7 +119,7 @@ start webhook-handler "$work/kept.log" env -i API_SECRET_KEY_FILE="$work/secret"
 kept_pid=$last_pid
 wait_until "the handler's socket" test -S "$work/kept.sock"
 nginx_with webhook.conf "$work/kept.sock"
-workers=$(sed -n 's/.* with \([0-9]*\) workers$/\1/p' "$work/kept.log")
+workers=$(sed -n 's/.* with \([0-9]*\) workers"*$/\1/p' "$work/kept.log")
 pool=$(( $(sed -n 's/^ *keepalive \([0-9]*\);/\1/p' "$recipes/webhook.conf") * 2 ))  # start_nginx runs 2 nginx workers
 expect "recipe: the default workers ($workers) outnumber nginx's kept connections ($pool)" test "${workers:-0}" -gt "$pool"
 printf '{"load":"%s"}' "$(head -c 600 /dev/zero | tr '\0' k)" >"$work/load.json"

@@ -12,9 +12,11 @@ class Nginx:
 
     def __init__(self, work, socket_path, recipe="webhook.conf"):
         self.port = free_port()
+        self.status_port = free_port()  # the status page's own loopback-only listener
         self.error_log = os.path.join(work, "nginx-error.log")
         with open(os.path.join(RECIPES, recipe)) as f:
             site = f.read().replace("listen 127.0.0.1:8080;", "listen 127.0.0.1:%d;" % self.port) \
+                .replace("listen 127.0.0.1:8081;", "listen 127.0.0.1:%d;" % self.status_port) \
                 .replace("unix:/run/webhook-handler/webhook.sock", "unix:" + socket_path) \
                 .replace("include fastcgi_params;", "include /etc/nginx/fastcgi_params;")
         conf = os.path.join(work, "nginx.conf")
@@ -24,7 +26,7 @@ class Nginx:
                     "events { worker_connections 1024; }\nhttp {\n access_log off;\n%s%s\n}\n"
                     % (work, self.error_log, temp, site))
         self.process = subprocess.Popen(["nginx", "-e", self.error_log, "-c", conf], stdin=subprocess.DEVNULL)
-        started(lambda: connectable(self.port), "nginx")
+        started(lambda: connectable(self.port) and connectable(self.status_port), "nginx")
 
     def stop(self):
         self.process.terminate()

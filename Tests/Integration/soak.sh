@@ -74,7 +74,7 @@ echo "requests: $total; RSS of all workers: ${before_rss} KiB -> ${after_rss} Ki
 expect "soak: six kinds of request ran" test "$(wc -l <"$work/load.out")" = 6
 expect "soak: every answer had its expected status" sh -c "! grep -v ' unexpected=0 ' '$work/load.out'"
 expect "soak: no socket errors" sh -c "! grep -v ' errors=0 ' '$work/load.out'"
-expect "soak: the handler answered no 5xx" sh -c "! grep -E ' (GET|POST) 5[0-9][0-9] ' '$work/handler.log'"
+expect "soak: the handler answered no 5xx" sh -c "! grep -E ' method=(GET|POST) status=5[0-9][0-9] ' '$work/handler.log'"
 expect "soak: no worker restarted" test "$before_workers" = "$after_workers"
 workers_count=$(echo "$after_workers" | wc -w)
 expect "soak: worker RSS grew by less than 1 MiB each (${before_rss} -> ${after_rss} KiB over $workers_count workers)" \

@@ -19,7 +19,7 @@ import Testing
         // One access line on stderr, never the secret or the signature.
         let lines = finished.stderr.split(separator: "\n")
         #expect(lines.count == 1)
-        #expect(lines.first?.contains(" \(row.status) ") == true, "\(finished.stderr)")
+        #expect(lines.first?.contains(" status=\(row.status) ") == true, "\(finished.stderr)")
         #expect(!finished.stderr.contains(Contract.secret))
         if let signature = row.signature, signature.count > 8 { #expect(!finished.stderr.contains(signature)) }
         #expect(!finished.stderr.contains(Contract.seedSignature))
@@ -34,10 +34,10 @@ import Testing
         let (ok, quiet) = try serve(verified, extra: failures)
         #expect(ok.status == 200 && quiet.stderr.isEmpty, "\(quiet.stderr)")
         let (bad, logged) = try serve(refused, extra: failures)
-        #expect(bad.status == 400 && logged.stderr.contains(" POST 400 "), "\(logged.stderr)")
+        #expect(bad.status == 400 && logged.stderr.contains(" method=POST status=400 "), "\(logged.stderr)")
         let (_, unknown) = try serve(verified, extra: ["WEBHOOK_ACCESS_LOG": "some"])
         #expect(unknown.stderr.contains("WEBHOOK_ACCESS_LOG must be all or failures"), "\(unknown.stderr)")
-        #expect(unknown.stderr.contains(" POST 200 "), "\(unknown.stderr)")
+        #expect(unknown.stderr.contains(" method=POST status=200 "), "\(unknown.stderr)")
     }
 
     @Test func noSecretFailsClosedWith500AndSaysWhyOnStderr() throws {

@@ -15,7 +15,7 @@ import Glibc
         let log = server.log
         #expect(!log.contains(Contract.secret))
         #expect(!log.contains(Contract.seedSignature))
-        #expect(log.split(separator: "\n").filter { $0.contains(" POST ") || $0.contains(" GET ") }.count
+        #expect(log.split(separator: "\n").filter { $0.contains(" method=POST ") || $0.contains(" method=GET ") }.count
             >= Contract.rows.count - 2)
     }
 
@@ -28,9 +28,9 @@ import Glibc
             if row.status != 200 { refused += 1 }
         }
         #expect(server.stop() == 0)
-        let lines = server.log.split(separator: "\n").filter { $0.contains("]: 127.0.0.1 ") }  // access lines
+        let lines = server.log.split(separator: "\n").filter { $0.contains(" msg=request ") }  // access lines
         #expect(refused > 0 && lines.count == refused, "\(server.log)")
-        #expect(!lines.contains { $0.contains(" 200 ") })
+        #expect(!lines.contains { $0.contains(" status=200 ") })
     }
 
     @Test func anUnknownAccessLogPolicyIsRefusedAtStartUp() throws {
@@ -58,8 +58,8 @@ import Glibc
         }
         #expect(statuses.all == Array(repeating: 200, count: 48))
         #expect(server.stop() == 0)
-        let servingPIDs = Set(server.log.split(separator: "\n").filter { $0.contains(" 200 ") }
-            .compactMap { $0.split(separator: "[").dropFirst().first?.split(separator: "]").first })
+        let servingPIDs = Set(server.log.split(separator: "\n").filter { $0.contains(" status=200 ") }
+            .compactMap { $0.split(separator: " ").first { $0.hasPrefix("pid=") } })
         #expect(servingPIDs.count >= 2, "requests were not spread over workers:\n\(server.log)")
     }
 
@@ -165,7 +165,8 @@ import Glibc
         let file = try TemporaryFile(contents: Contract.secret, mode: 0o644)
         let server = try FastCGIServerProcess(.ownSocket, workers: 1, environment: ["API_SECRET_KEY_FILE": file.path])
         #expect(server.stop() == 0)
-        #expect(server.log.contains("warning: \(file.path) is readable by group or others (mode 0644); chmod 600 it"))
+        #expect(server.log.contains("level=warning pid="))
+        #expect(server.log.contains("\(file.path) is readable by group or others (mode 0644); chmod 600 it"))
     }
 
     @Test func refusesToReplaceAFileThatIsNotASocket() throws {
