@@ -100,6 +100,37 @@ class Disk:
         return answer
 
 
+class OnDisk:
+    """A FastCGI server whose spool is on a faultfs disk, installed (its directories and journal settled on the
+    disk); at the end the server, if still running, is killed and the disk unmounted."""
+
+    def __init__(self, work, name, workers, **options):
+        self.disk = Disk(work, name)
+        self.spool = os.path.join(self.disk.mountpoint, "spool")
+        self.socket_path, self.log = os.path.join(work, name + ".sock"), os.path.join(work, name + "-server.log")
+        self.workers, self.options = workers, options
+        self.start()
+        self.disk.command("settle")
+
+    def start(self):
+        self.server = sf.Server(self.socket_path, self.spool, self.log, workers=self.workers, **self.options)
+        return self.server
+
+    def power_cut(self, load=None, reboot_after=True):
+        """A cut (see Disk), then the machine's restart as recovery sees it (another boot id), if asked."""
+        self.disk.power_cut(self.server, load=load)
+        if reboot_after:
+            reboot(self.spool)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *failure):
+        if self.server.process.poll() is None:
+            self.server.kill_all()
+        self.disk.unmount()
+
+
 def reboot(spool):
     """What recovery sees after the machine restarted: another boot id in every slot header that has one (a slot
     marked by a failed checkpoint keeps its mark)."""
@@ -201,26 +232,18 @@ def check_all(name, spool, acknowledged):
 
 
 def test_journal_power_loss(work):
-    disk = Disk(work, "journal")
-    spool, socket_path, log = os.path.join(disk.mountpoint, "spool"), os.path.join(work, "pl.sock"), os.path.join(work, "pl.log")
-    server = sf.Server(socket_path, spool, log, workers=3)
-    disk.command("settle")  # the spool as installed: its directories and journal on disk
     acknowledged, moved = {}, 0
-    try:
+    with OnDisk(work, "journal", workers=3) as setup:
         for round_number in range(ROUNDS):
-            load = Load(fastcgi_id(socket_path), spool, consumer=round_number % 2 == 1)
+            load = Load(fastcgi_id(setup.socket_path), setup.spool, consumer=round_number % 2 == 1)
             time.sleep(0.4 + random.random() * 1.2)
-            disk.power_cut(server, load=load)
+            setup.power_cut(load=load)
             acknowledged.update(load.stop())
             moved += load.moved
-            reboot(spool)
-            server = sf.Server(socket_path, spool, log, workers=3)
-            check_all("journal power loss, cut %d" % (round_number + 1), spool, acknowledged)
+            setup.start()
+            check_all("journal power loss, cut %d" % (round_number + 1), setup.spool, acknowledged)
         expect("journal power loss: a consumer moved payloads to cur/ between cuts (%d)" % moved, moved > 0)
-        expect("journal power loss: clean stop", server.stop() == 0)
-    finally:
-        server.kill_all() if server.process.poll() is None else None
-        disk.unmount()
+        expect("journal power loss: clean stop", setup.server.stop() == 0)
 
 
 def test_per_file_power_loss(work):
@@ -262,26 +285,26 @@ def test_per_file_power_loss(work):
 
 
 def test_failed_checkpoint(work):
-    disk = Disk(work, "ckpt")
-    spool, socket_path, log = os.path.join(disk.mountpoint, "spool"), os.path.join(work, "ck.sock"), os.path.join(work, "ck.log")
-    server = sf.Server(socket_path, spool, log, workers=1)
-    disk.command("settle")
-    try:
-        bodies = [sf.body_of(300 + n, "failed-checkpoint-%d" % n) for n in range(10)]
-        ids = sf.post_all(socket_path, bodies)
-        expect("failed checkpoint: ten payloads acknowledged", None not in ids)
+    with OnDisk(work, "ckpt", workers=1) as setup:
+        spool = setup.spool
+        payloads = acknowledged_payloads(setup, 10, "failed checkpoint")
+        ids = list(payloads)
         sf.wait_until(lambda: all(os.path.exists(os.path.join(spool, "new", i)) for i in ids), 5)
-        disk.command("fail fsync new/%s" % ids[3])  # the idle checkpoint's sync of one named file
+        setup.disk.command("fail fsync new/%s" % ids[3])  # the idle checkpoint's sync of one named file
         expect("failed checkpoint: the worker's checkpoint fails and marks its slot",
                sf.wait_until(lambda: "checkpoint failed" in marks(spool), 12), marks(spool))
-        disk.power_cut(server)
-        reboot(spool)
-        server = sf.Server(socket_path, spool, log, workers=1)
-        check_all("failed checkpoint, after a power cut", spool, dict(zip(ids, bodies)))
-        expect("failed checkpoint: clean stop", server.stop() == 0)
-    finally:
-        server.kill_all() if server.process.poll() is None else None
-        disk.unmount()
+        setup.power_cut()
+        setup.start()
+        check_all("failed checkpoint, after a power cut", spool, payloads)
+        expect("failed checkpoint: clean stop", setup.server.stop() == 0)
+
+
+def acknowledged_payloads(setup, count, tag):
+    """`count` distinct payloads posted one by one: {id: body}, each expected to be answered 200."""
+    bodies = [sf.body_of(300 + n, "%s-%d" % (tag, n)) for n in range(count)]
+    ids = sf.post_all(setup.socket_path, bodies)
+    expect("%s: %d payloads acknowledged" % (tag, count), None not in ids)
+    return dict(zip(ids, bodies))
 
 
 def marks(spool):
@@ -290,54 +313,39 @@ def marks(spool):
 
 
 def test_unreadable_read(work):
-    disk = Disk(work, "eio")
-    spool, socket_path, log = os.path.join(disk.mountpoint, "spool"), os.path.join(work, "eio.sock"), os.path.join(work, "eio.log")
-    server = sf.Server(socket_path, spool, log, workers=1)
-    disk.command("settle")
-    try:
-        bodies = [sf.body_of(300 + n, "unreadable-%d" % n) for n in range(8)]
-        ids = sf.post_all(socket_path, bodies)
-        expect("unreadable: eight payloads acknowledged", None not in ids)
-        disk.power_cut(server)  # well within the five idle seconds: the records wait in the slot
-        reboot(spool)
-        disk.command("fail read journal/log 1")
+    with OnDisk(work, "eio", workers=1) as setup:
+        spool = setup.spool
+        payloads = acknowledged_payloads(setup, 8, "unreadable")
+        setup.power_cut()  # well within the five idle seconds: the records wait in the slot
+        setup.disk.command("fail read journal/log 1")
         done = subprocess.run([sf.HANDLER, "spool", "recover", "--spool-dir", spool], capture_output=True, text=True,
                               timeout=60)
         expect("unreadable: a recovery that cannot read the log fails, saying why",
                done.returncode != 0 and "Input/output error" in done.stderr, (done.returncode, done.stdout, done.stderr))
-        expect("unreadable: no record was retired unread", len(sf.journal_records(spool)) == len(ids),
+        expect("unreadable: no record was retired unread", len(sf.journal_records(spool)) == len(payloads),
                len(sf.journal_records(spool)))
         done = subprocess.run([sf.HANDLER, "spool", "recover", "--spool-dir", spool], capture_output=True, text=True,
                               timeout=60)
         expect("unreadable: once the disk reads, recovery names every payload", done.returncode == 0, done.stderr)
-        check_all("unreadable", spool, dict(zip(ids, bodies)))
-    finally:
-        disk.unmount()
+        check_all("unreadable", spool, payloads)
 
 
 def test_unknown_boot(work):
-    disk = Disk(work, "boot")
-    spool, socket_path, log = os.path.join(disk.mountpoint, "spool"), os.path.join(work, "boot.sock"), os.path.join(work, "boot.log")
     hidden = ["unshare", "--mount", "sh", "-c", 'mount --bind /dev/null /proc/sys/kernel/random/boot_id && exec "$@"', "sh"]
-    server = sf.Server(socket_path, spool, log, workers=1, prefix=hidden)
-    disk.command("settle")
-    try:
-        bodies = [sf.body_of(300 + n, "unknown-boot-%d" % n) for n in range(8)]
-        ids = sf.post_all(socket_path, bodies)
-        expect("unknown boot: eight payloads acknowledged", None not in ids)
+    with OnDisk(work, "boot", workers=1, prefix=hidden) as setup:
+        spool = setup.spool
+        payloads = acknowledged_payloads(setup, 8, "unknown boot")
+        ids = list(payloads)
         sf.wait_until(lambda: all(os.path.exists(os.path.join(spool, "new", i)) for i in ids), 5)
         names_synced = os.open(os.path.join(spool, "new"), os.O_RDONLY | os.O_DIRECTORY)
         os.fsync(names_synced)  # their names reach the disk, their bytes not: they come back empty
         os.close(names_synced)
-        disk.power_cut(server)
+        setup.power_cut(reboot_after=False)  # the boot id is as unknown after as before
         expect("unknown boot: the cut left files empty", any(os.path.getsize(os.path.join(spool, "new", i)) == 0
                                                             for i in ids if os.path.exists(os.path.join(spool, "new", i))))
-        server = sf.Server(socket_path, spool, log, workers=1, prefix=hidden)
-        check_all("unknown boot", spool, dict(zip(ids, bodies)))
-        expect("unknown boot: clean stop", server.stop() == 0)
-    finally:
-        server.kill_all() if server.process.poll() is None else None
-        disk.unmount()
+        setup.start()
+        check_all("unknown boot", spool, payloads)
+        expect("unknown boot: clean stop", setup.server.stop() == 0)
 
 
 def test_failed_syncfs(work):
@@ -362,55 +370,45 @@ def test_shared_sync_failure(work):
     (its record, and Y's written meanwhile, are dropped by the disk); Y, waiting (strace holds it), wakes only after
     Z, started after the failure on a fresh descriptor, synced successfully. Y must not answer 200 from the
     journal. After a cut every 200 is whole."""
-    disk = Disk(work, "shared")
-    spool, socket_path, log = os.path.join(disk.mountpoint, "spool"), os.path.join(work, "sh.sock"), os.path.join(work, "sh.log")
-    server = sf.Server(socket_path, spool, log, workers=2)
-    disk.command("settle")
-    tracer = None
-    try:
+    with OnDisk(work, "shared", workers=2) as setup:
+        server, socket_path = setup.server, setup.socket_path
         sf.wait_until(lambda: server.namer() is not None, 5)
         workers = [pid for pid in server.workers() if pid != server.namer()]
         tracer = subprocess.Popen(["strace", "-qq", "-o", "/dev/null", "-e", "inject=fdatasync:delay_enter=1500000",
                                    "-e", "inject=futex:delay_exit=6000000"] + [a for p in workers for a in ("-p", str(p))],
                                   stderr=subprocess.DEVNULL)
-        time.sleep(0.5)
-        disk.command("fail fsync journal/log 1")
-        answers = {}
+        try:
+            time.sleep(0.5)
+            setup.disk.command("fail fsync journal/log 1")
+            answers = {}
 
-        def post(name):
-            body = sf.body_of(300, "shared-%s" % name)
-            status, _, answer = sf.fastcgi(socket_path, body)
-            answers[name] = (json.loads(answer)["id"] if status == 200 else None, body)
-        x_thread = threading.Thread(target=post, args=("x",))
-        x_thread.start()
-        sf.wait_until(lambda: any(syscall(p) == "75" for p in workers), 5)  # x86_64 fdatasync: X holds the lock
-        x = next(p for p in workers if syscall(p) == "75")
-        y_thread = threading.Thread(target=post, args=("y",))
-        y_thread.start()
-        time.sleep(0.5)  # Y has written its record and waits for X's sync
-        x_thread.join()
-        os.kill(x, signal.SIGKILL)  # its replacement Z opens the log after the failure
-        expect("shared failure: a replacement worker starts",
-               sf.wait_until(lambda: len([p for p in server.workers() if p not in workers and p != server.namer()]) == 1, 10))
-        time.sleep(0.3)
-        post("z")  # Z syncs the log on its fresh descriptor: 0, for the page X's failure dropped too
-        y_thread.join()
-        acknowledged = {i: b for i, b in answers.values() if i}
-        expect("shared failure: all three answered 200 (X and Y the long way)", len(acknowledged) == 3, answers)
-        tracer.kill()
-        tracer.wait()
-        tracer = None
-        disk.power_cut(server)
-        reboot(spool)
-        server = sf.Server(socket_path, spool, log, workers=2)
-        check_all("shared failure, after a power cut", spool, acknowledged)
-        expect("shared failure: clean stop", server.stop() == 0)
-    finally:
-        if tracer:
+            def post(name):
+                body = sf.body_of(300, "shared-%s" % name)
+                status, _, answer = sf.fastcgi(socket_path, body)
+                answers[name] = (json.loads(answer)["id"] if status == 200 else None, body)
+            x_thread = threading.Thread(target=post, args=("x",))
+            x_thread.start()
+            sf.wait_until(lambda: any(syscall(p) == "75" for p in workers), 5)  # x86_64 fdatasync: X holds the lock
+            x = next(p for p in workers if syscall(p) == "75")
+            y_thread = threading.Thread(target=post, args=("y",))
+            y_thread.start()
+            time.sleep(0.5)  # Y has written its record and waits for X's sync
+            x_thread.join()
+            os.kill(x, signal.SIGKILL)  # its replacement Z opens the log after the failure
+            expect("shared failure: a replacement worker starts",
+                   sf.wait_until(lambda: len([p for p in server.workers() if p not in workers and p != server.namer()]) == 1, 10))
+            time.sleep(0.3)
+            post("z")  # Z syncs the log on its fresh descriptor: 0, for the page X's failure dropped too
+            y_thread.join()
+            acknowledged = {i: b for i, b in answers.values() if i}
+            expect("shared failure: all three answered 200 (X and Y the long way)", len(acknowledged) == 3, answers)
+        finally:
             tracer.kill()
             tracer.wait()
-        server.kill_all() if server.process.poll() is None else None
-        disk.unmount()
+        setup.power_cut()
+        setup.start()
+        check_all("shared failure, after a power cut", setup.spool, acknowledged)
+        expect("shared failure: clean stop", setup.server.stop() == 0)
 
 
 def syscall(pid):
@@ -422,24 +420,16 @@ def syscall(pid):
 
 def test_namer_other_slots(work):
     """A slot whose records the namer cannot read (EIO) does not stop it naming the other slots."""
-    disk = Disk(work, "slots")
-    spool, socket_path, log = os.path.join(disk.mountpoint, "spool"), os.path.join(work, "sl.sock"), os.path.join(work, "sl.log")
-    server = sf.Server(socket_path, spool, log, workers=2)
-    disk.command("settle")
-    try:
-        disk.command("fail read journal/log 100000 4096 %d" % sf.SLOT)  # its records, not its header
-        load = Load(fastcgi_id(socket_path), spool, clients=4, sizes=(300,))
+    with OnDisk(work, "slots", workers=2) as setup:
+        setup.disk.command("fail read journal/log 100000 4096 %d" % sf.SLOT)  # its records, not its header
+        load = Load(fastcgi_id(setup.socket_path), setup.spool, clients=4, sizes=(300,))
         sf.wait_until(lambda: len(load.acknowledged) >= 40, 20)
         acknowledged = load.stop()
-        later = [i for _, i, _ in sf.journal_records(spool, 1)]
+        later = [i for _, i, _ in sf.journal_records(setup.spool, 1)]
         expect("other slots: some payloads went to slot 1 (%d)" % len(later), len(later) > 0)
         expect("other slots: the namer names slot 1's payloads although slot 0 cannot be read",
-               sf.wait_until(lambda: all(whole(spool, i, acknowledged[i]) for i in later), 3))
-        disk.command("fail read journal/log 0")
-        server.stop()
-    finally:
-        server.kill_all() if server.process.poll() is None else None
-        disk.unmount()
+               sf.wait_until(lambda: all(whole(setup.spool, i, acknowledged[i]) for i in later), 3))
+        setup.disk.command("fail read journal/log 0")
 
 
 def test_checkpoint_interval(work):
