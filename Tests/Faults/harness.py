@@ -161,7 +161,10 @@ class Load:
     def client(self):
         while self.running:
             body = sf.body_of(random.choice(self.sizes), "power-%s" % uuid.uuid4())
-            id_ = self.post(body)
+            try:
+                id_ = self.post(body)
+            except OSError:  # a connection refused, reset or timed out: not acknowledged
+                id_ = None
             if id_:
                 with self.lock:
                     self.acknowledged[id_] = body
