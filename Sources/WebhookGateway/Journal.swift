@@ -113,7 +113,13 @@ final class Journal {
         guard stat(path(of: spool), &status) == 0 else { return [] }
         var abandoned: [Journal] = []
         for index in 0..<min(JournalBoard.slots, (Int(status.st_size) + JournalSlot.size - 1) / JournalSlot.size) {
-            if let journal = try lock(index, of: spool, board: nil) { abandoned.append(journal) }
+            guard let journal = try lock(index, of: spool, board: nil) else { continue }
+            // A slot without a record (a worker that stopped cleanly) has nothing to recover: left free at once,
+            // so that the workers starting now take it rather than new space.
+            if let header = try journal.slot.header(),
+               try journal.slot.record(at: JournalSlot.headerSize, generation: header.generation) != nil {
+                abandoned.append(journal)
+            }
         }
         if background && !abandoned.isEmpty {
             recoverDetached(abandoned)

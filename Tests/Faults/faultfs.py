@@ -28,6 +28,8 @@ Usage: faultfs.py BACKING MOUNTPOINT CONTROL_SOCKET   (root; runs in the foregro
 """
 import ctypes, errno, os, select, socket, stat, struct, sys
 
+from power import Power
+
 FUSE_LOOKUP, FUSE_FORGET, FUSE_GETATTR, FUSE_SETATTR = 1, 2, 3, 4
 FUSE_MKNOD, FUSE_MKDIR, FUSE_UNLINK, FUSE_RMDIR, FUSE_RENAME, FUSE_LINK = 8, 9, 10, 11, 12, 13
 FUSE_OPEN, FUSE_READ, FUSE_WRITE, FUSE_STATFS, FUSE_RELEASE, FUSE_FSYNC = 14, 15, 16, 17, 18, 20
@@ -58,10 +60,7 @@ class FaultFS:
         self.by_inode = {os.fstat(root_fd).st_ino: 1}
         self.next_node = 2
         self.handles, self.next_handle = {}, 1
-        self.undo = {}      # inode -> [fd, size at the last sync, [(offset, old bytes)]]
-        self.lost = {}      # inode -> [fd, [(offset, old bytes)]]: writes a failed fsync lost
-        self.names = {}     # directory inode -> {name: inode at the directory's last sync, or None}
-        self.errseq = {}    # inode -> write-back errors so far
+        self.power = Power(self.keep)
         self.faults = {"fsync": [], "fsyncdir": [], "read": []}
         self.counts = {"fsync": 0, "fsyncdir": 0, "read": 0}
         self.off = False
@@ -108,106 +107,6 @@ class FaultFS:
             os.close(entry.fd)
             del self.nodes[node]
 
-    # -- what a cut undoes --------------------------------------------------------------------------------------
-    def before_write(self, fd, offset, length, size=None):
-        """Saves what a write of `length` bytes at `offset` (or a truncation to `size`) is about to replace."""
-        st = os.fstat(fd)
-        record = self.undo.get(st.st_ino)
-        if record is None:
-            record = self.undo[st.st_ino] = [os.open(self.proc(fd), os.O_RDWR), st.st_size, []]
-        if size is not None:
-            offset, length = size, max(0, st.st_size - size)
-        end = min(offset + length, st.st_size)
-        if end > offset:
-            record[2].append((offset, os.pread(record[0], end - offset, offset)))
-
-    def synced(self, ino):
-        """A successful fsync: its writes are durable, and so are the ranges they rewrote of lost ones."""
-        record = self.undo.pop(ino, None)
-        if record is None:
-            return
-        os.close(record[0])
-        if ino in self.lost:
-            written = [(offset, len(old)) for offset, old in record[2]]
-            self.lost[ino][1] = [piece for offset, old in self.lost[ino][1]
-                                 for piece in subtract(offset, old, written)]
-
-    def fsync_failed(self, ino):
-        record = self.undo.pop(ino, None)
-        if record is not None:
-            lost = self.lost.setdefault(ino, [record[0], []])
-            if lost[0] != record[0]:
-                os.close(record[0])
-            lost[1].extend(record[2])
-        self.errseq[ino] = self.errseq.get(ino, 0) + 1
-
-    def name_changes(self, dir_node, name):
-        """Before `name` in `dir_node` changes: what it meant at the directory's last sync, kept for a cut."""
-        dfd = self.nodes[dir_node].fd
-        changes = self.names.setdefault(os.fstat(dfd).st_ino, {"fd": os.open(self.proc(dfd), os.O_PATH)})
-        if name in changes:
-            return
-        try:
-            st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
-        except FileNotFoundError:
-            changes[name] = None
-            return
-        changes[name] = ("dir", st.st_ino) if stat.S_ISDIR(st.st_mode) else ("file", st.st_ino)
-        if not stat.S_ISDIR(st.st_mode):
-            try:
-                os.link(name, os.path.join(self.keep, str(st.st_ino)), src_dir_fd=dfd, follow_symlinks=False)
-            except FileExistsError:
-                pass
-
-    def dir_synced(self, dir_node):
-        changes = self.names.pop(os.fstat(self.nodes[dir_node].fd).st_ino, None)
-        if changes:
-            os.close(changes.pop("fd"))
-
-    def settle(self):
-        for ino in list(self.undo):
-            self.synced(ino)
-        for record in self.lost.values():
-            os.close(record[0])
-        self.lost.clear()
-        for changes in self.names.values():
-            os.close(changes.pop("fd"))
-        self.names.clear()
-
-    def cut(self):
-        """Power loss: every unsynced write and name undone, newest first."""
-        for ino, (fd, size, pieces) in list(self.undo.items()):
-            for offset, old in reversed(pieces):
-                os.pwrite(fd, old, offset)
-            os.ftruncate(fd, size)
-        for ino, (fd, pieces) in self.lost.items():
-            for offset, old in reversed(pieces):
-                os.pwrite(fd, old, offset)
-        for changes in self.names.values():
-            dfd = changes.pop("fd")
-            for name, was in changes.items():
-                try:
-                    now = os.stat(name, dir_fd=dfd, follow_symlinks=False)
-                except FileNotFoundError:
-                    now = None
-                if was is not None and now is not None and now.st_ino == was[1]:
-                    continue
-                if now is not None:
-                    if stat.S_ISDIR(now.st_mode):
-                        remove_tree(dfd, name)
-                    else:
-                        os.unlink(name, dir_fd=dfd)
-                if was is not None and was[0] == "dir":
-                    os.mkdir(name, 0o700, dir_fd=dfd)
-                elif was is not None:
-                    os.link(os.path.join(self.keep, str(was[1])), name, dst_dir_fd=dfd)
-        self.undo.clear()
-        self.lost.clear()
-        self.names.clear()
-        for name in os.listdir(self.keep):
-            os.unlink(os.path.join(self.keep, name))
-        self.off = True
-
     def armed(self, kind, path, offset=0, size=0):
         for fault in self.faults[kind]:
             name, left, low, high = fault
@@ -237,7 +136,7 @@ class FaultFS:
             path = self.proc(n.fd)
             if valid & 8:
                 fd = self.handles[fh][0] if valid & 64 and fh in self.handles else os.open(path, os.O_WRONLY)
-                self.before_write(fd, 0, 0, size=size)
+                self.power.before_write(fd, 0, 0, size=size)
                 os.ftruncate(fd, size)
                 if not (valid & 64 and fh in self.handles):
                     os.close(fd)
@@ -250,7 +149,7 @@ class FaultFS:
             fmt = {FUSE_MKNOD: "<IIII", FUSE_MKDIR: "<II", FUSE_CREATE: "<IIII"}[opcode]
             args = struct.unpack_from(fmt, body)
             name = cstring(body[struct.calcsize(fmt):])
-            self.name_changes(node, name)
+            self.power.name_changes(n.fd, name)
             if opcode == FUSE_MKDIR:
                 os.mkdir(name, stat.S_IMODE(args[0]), dir_fd=n.fd)
                 return self.entry(node, name)
@@ -269,7 +168,7 @@ class FaultFS:
             return out + self.open_handle(fd, ino)
         if opcode in (FUSE_UNLINK, FUSE_RMDIR):
             name = cstring(body)
-            self.name_changes(node, name)
+            self.power.name_changes(n.fd, name)
             if opcode == FUSE_RMDIR:
                 os.rmdir(name, dir_fd=n.fd)
             else:
@@ -283,14 +182,14 @@ class FaultFS:
             old, new = os.fsdecode(old), os.fsdecode(new)
             if flags:
                 raise OSError(errno.EINVAL, "rename flags")
-            self.name_changes(node, old)
-            self.name_changes(new_dir, new)
+            self.power.name_changes(n.fd, old)
+            self.power.name_changes(self.nodes[new_dir].fd, new)
             os.rename(old, new, src_dir_fd=n.fd, dst_dir_fd=self.nodes[new_dir].fd)
             return b""
         if opcode == FUSE_LINK:
             (old_node,) = struct.unpack_from("<Q", body)
             name = cstring(body[8:])
-            self.name_changes(node, name)
+            self.power.name_changes(n.fd, name)
             os.link(self.proc(self.nodes[old_node].fd), name, dst_dir_fd=n.fd, follow_symlinks=True)
             return self.entry(node, name)
         if opcode in (FUSE_OPEN, FUSE_OPENDIR):
@@ -310,26 +209,26 @@ class FaultFS:
             fh, offset, size = struct.unpack_from("<QQI", body)
             data = body[40:40 + size]
             fd = self.handles[fh][0]
-            self.before_write(fd, offset, len(data))
+            self.power.before_write(fd, offset, len(data))
             return struct.pack("<II", os.pwrite(fd, data, offset), 0)
         if opcode == FUSE_FSYNC:
             (fh,) = struct.unpack_from("<Q", body)
             fd, ino, seen = self.handles[fh]
             self.counts["fsync"] += 1
             if self.armed("fsync", n.path):
-                self.fsync_failed(ino)
-                self.handles[fh][2] = self.errseq[ino]
+                self.power.fsync_failed(ino)
+                self.handles[fh][2] = self.power.errseq[ino]
                 raise OSError(errno.EIO, "injected write-back error")
-            self.synced(ino)
-            if self.errseq.get(ino, 0) > seen:
-                self.handles[fh][2] = self.errseq[ino]
+            self.power.synced(ino)
+            if self.power.errseq.get(ino, 0) > seen:
+                self.handles[fh][2] = self.power.errseq[ino]
                 raise OSError(errno.EIO, "a write-back error not yet reported to this file")
             return b""
         if opcode == FUSE_FSYNCDIR:
             self.counts["fsyncdir"] += 1
             if self.armed("fsyncdir", n.path):
                 raise OSError(errno.EIO, "injected directory write-back error")
-            self.dir_synced(node)
+            self.power.dir_synced(n.fd)
             return b""
         if opcode == FUSE_READDIR:
             fh, offset, size = struct.unpack_from("<QQI", body)
@@ -369,15 +268,16 @@ class FaultFS:
 
     def open_handle(self, fd, ino):
         handle, self.next_handle = self.next_handle, self.next_handle + 1
-        self.handles[handle] = [fd, ino, self.errseq.get(ino, 0)]
+        self.handles[handle] = [fd, ino, self.power.errseq.get(ino, 0)]
         return struct.pack("<QII", handle, FOPEN_DIRECT_IO if ino is not None else 0, 0)
 
     def control(self, line):
         words = line.split()
         if words == ["cut"]:
-            self.cut()
+            self.power.cut()
+            self.off = True  # until unmounted: the machine is off
         elif words == ["settle"]:
-            self.settle()
+            self.power.settle()
         elif words == ["count"]:
             return " ".join("%s=%d" % item for item in sorted(self.counts.items()))
         elif len(words) in (3, 4, 6) and words[0] == "fail" and words[1] in self.faults:
@@ -386,36 +286,6 @@ class FaultFS:
         else:
             return "error: " + line
         return "ok"
-
-
-def subtract(offset, old, written):
-    """The parts of the lost range (`offset`, `old`) that none of the `written` (offset, length) ranges cover."""
-    pieces = [(offset, old)]
-    for start, length in written:
-        end, kept = start + length, []
-        for o, data in pieces:
-            if start >= o + len(data) or end <= o:
-                kept.append((o, data))
-                continue
-            if start > o:
-                kept.append((o, data[:start - o]))
-            if end < o + len(data):
-                kept.append((end, data[end - o:]))
-        pieces = kept
-    return pieces
-
-
-def remove_tree(dir_fd, name):
-    fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=dir_fd)
-    try:
-        for entry in os.listdir(fd):
-            if stat.S_ISDIR(os.stat(entry, dir_fd=fd, follow_symlinks=False).st_mode):
-                remove_tree(fd, entry)
-            else:
-                os.unlink(entry, dir_fd=fd)
-    finally:
-        os.close(fd)
-    os.rmdir(name, dir_fd=dir_fd)
 
 
 def cstring(data):

@@ -28,199 +28,28 @@ with EIO. Needs root (it mounts a FUSE file system).
 
 Usage: power_loss.py PATH/TO/webhook-handler [--rounds N] [--backlog RECORDS] [--only NAME]
 """
-import json, os, random, signal, socket, subprocess, sys, tempfile, threading, time, uuid
+import json, os, random, signal, subprocess, sys, tempfile, threading, time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "Integration"))
-import spool_faults as sf  # noqa: E402  (the server, requests and journal readers of the fault tests)
-from checks import Checks, signed_cgi_environment, parse_cgi  # noqa: E402
+from harness import (Disk, Load, OnDisk, acknowledged_payloads, check_all, checks, expect, fastcgi_id, marks, sf,
+                     syscall, whole)
+from checks import signed_cgi_environment, parse_cgi
 
-FAULTFS = os.path.join(HERE, "faultfs.py")
 ROUNDS = int(sys.argv[sys.argv.index("--rounds") + 1]) if "--rounds" in sys.argv else 6
-MARK = b"checkpoint failed"
-checks = Checks()
-expect = checks.expect
-
-
-class Disk:
-    """A faultfs mount over `work/backing`: the mount point is what the handler sees, the backing what survives."""
-
-    def __init__(self, work, name="disk"):
-        self.backing = os.path.join(work, name + "-backing")
-        self.mountpoint = os.path.join(work, name)
-        self.control_path = os.path.join(work, name + ".control")
-        self.log = os.path.join(work, name + ".log")
-        os.makedirs(self.backing, exist_ok=True)
-        os.makedirs(self.mountpoint, exist_ok=True)
-        self.start()
-
-    def start(self):
-        self.process = subprocess.Popen([sys.executable, FAULTFS, self.backing, self.mountpoint, self.control_path],
-                                        stdin=subprocess.DEVNULL, stderr=open(self.log, "ab"))
-        deadline = time.time() + 20
-        while not (self.mounted() and os.path.exists(self.control_path)):
-            if time.time() > deadline or self.process.poll() is not None:
-                raise RuntimeError("faultfs did not mount: " + open(self.log, errors="replace").read())
-            time.sleep(0.02)
-        self.control = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.control.connect(self.control_path)
-        self.replies = self.control.makefile("r")
-
-    def mounted(self):
-        return any(line.split()[4] == self.mountpoint for line in open("/proc/self/mountinfo"))
-
-    def command(self, line):
-        self.control.sendall((line + "\n").encode())
-        return self.replies.readline().strip()
-
-    def unmount(self):
-        self.replies.close()
-        self.control.close()
-        subprocess.run(["umount", "-l", self.mountpoint], check=False)
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:  # something still holds the detached mount: the power is off anyway
-            self.process.kill()
-            self.process.wait()
-
-    def power_cut(self, *servers, load=None):
-        """Every process on the disk dies at once (the load's clients stop, in-flight ones killed), the unsynced
-        state is dropped, and the disk comes back."""
-        if load:
-            load.running = False
-        while True:
-            for server in servers:
-                server.kill_all()
-            if not load or not any(thread.is_alive() for thread in load.threads):
-                break
-            time.sleep(0.01)
-        answer = self.command("cut")
-        self.unmount()
-        self.start()
-        return answer
-
-
-def reboot(spool):
-    """What recovery sees after the machine restarted: another boot id in every slot header that has one (a slot
-    marked by a failed checkpoint keeps its mark)."""
-    path = os.path.join(spool, ".journal", "log")
-    if not os.path.exists(path):
-        return
-    for slot in range(os.path.getsize(path) // sf.SLOT + 1):
-        with open(path, "rb") as f:
-            f.seek(slot * sf.SLOT)
-            header = f.read(56)
-        if len(header) == 56 and header.startswith(b"WHJRNL01") and not header[16:52].startswith(MARK) and \
-                sf.crc32c(header[:52]) == int.from_bytes(header[52:56], "little"):
-            sf.set_boot_id(spool, str(uuid.uuid4()), slot)
-
-
-def whole(spool, id_, body):
-    """`id_` is in new/ or cur/ with exactly its envelope and `body`."""
-    for sub in ("new", "cur"):
-        path = os.path.join(spool, sub, id_)
-        if os.path.exists(path):
-            line, _, rest = open(path, "rb").read().partition(b"\n")
-            try:
-                return rest == body and json.loads(line).get("length") == len(body)
-            except ValueError:
-                return False
-    return False
-
-
-def torn(spool):
-    """Files in new/ or cur/ whose envelope does not match their bytes."""
-    bad = []
-    for sub in ("new", "cur"):
-        for name in sf.files(spool, sub):
-            line, sep, body = open(os.path.join(spool, sub, name), "rb").read().partition(b"\n")
-            try:
-                ok = sep and json.loads(line).get("length") == len(body)
-            except ValueError:
-                ok = False
-            if not ok:
-                bad.append(sub + "/" + name)
-    return bad
-
-
-class Load:
-    """Clients posting distinct payloads (`post(body) -> id or None`) and, if asked, a consumer that moves what
-    it finds in new/ to cur/ and syncs cur/ (a careful maildir reader), until stopped."""
-
-    def __init__(self, post, spool, clients=6, consumer=False, sizes=(200, 1_000, 5_000, 40_000)):
-        self.post, self.spool, self.acknowledged, self.moved, self.sizes = post, spool, {}, 0, sizes
-        self.running, self.lock = True, threading.Lock()
-        self.threads = [threading.Thread(target=self.client) for _ in range(clients)]
-        if consumer:
-            self.threads.append(threading.Thread(target=self.consume))
-        for thread in self.threads:
-            thread.start()
-
-    def client(self):
-        while self.running:
-            body = sf.body_of(random.choice(self.sizes), "power-%s" % uuid.uuid4())
-            id_ = self.post(body)
-            if id_:
-                with self.lock:
-                    self.acknowledged[id_] = body
-
-    def consume(self):
-        new, cur = os.path.join(self.spool, "new"), os.path.join(self.spool, "cur")
-        while self.running:
-            try:
-                for name in os.listdir(new)[:20]:
-                    os.rename(os.path.join(new, name), os.path.join(cur, name))
-                    self.moved += 1
-                fd = os.open(cur, os.O_RDONLY | os.O_DIRECTORY)
-                os.fsync(fd)
-                os.close(fd)
-            except OSError:
-                pass
-            time.sleep(0.05)
-
-    def stop(self):
-        self.running = False
-        for thread in self.threads:
-            thread.join()
-        return self.acknowledged
-
-
-def fastcgi_id(socket_path):
-    def post(body):
-        status, _, answer = sf.fastcgi(socket_path, body)
-        return json.loads(answer)["id"] if status == 200 else None
-    return post
-
-
-def check_all(name, spool, acknowledged):
-    missing = [i for i, body in acknowledged.items() if not whole(spool, i, body)]
-    expect("%s: every one of %d acknowledged payloads in new/ or cur/, byte for byte" % (name, len(acknowledged)),
-           not missing, "%d missing or damaged, e.g. %s" % (len(missing), missing[:3]))
-    bad = torn(spool)
-    expect("%s: nothing torn in new/ or cur/" % name, not bad, bad[:3])
 
 
 def test_journal_power_loss(work):
-    disk = Disk(work, "journal")
-    spool, socket_path, log = os.path.join(disk.mountpoint, "spool"), os.path.join(work, "pl.sock"), os.path.join(work, "pl.log")
-    server = sf.Server(socket_path, spool, log, workers=3)
-    disk.command("settle")  # the spool as installed: its directories and journal on disk
     acknowledged, moved = {}, 0
-    try:
+    with OnDisk(work, "journal", workers=3) as setup:
         for round_number in range(ROUNDS):
-            load = Load(fastcgi_id(socket_path), spool, consumer=round_number % 2 == 1)
+            load = Load(fastcgi_id(setup.socket_path), setup.spool, consumer=round_number % 2 == 1)
             time.sleep(0.4 + random.random() * 1.2)
-            disk.power_cut(server, load=load)
+            setup.power_cut(load=load)
             acknowledged.update(load.stop())
             moved += load.moved
-            reboot(spool)
-            server = sf.Server(socket_path, spool, log, workers=3)
-            check_all("journal power loss, cut %d" % (round_number + 1), spool, acknowledged)
+            setup.start()
+            check_all("journal power loss, cut %d" % (round_number + 1), setup.spool, acknowledged)
         expect("journal power loss: a consumer moved payloads to cur/ between cuts (%d)" % moved, moved > 0)
-        expect("journal power loss: clean stop", server.stop() == 0)
-    finally:
-        server.kill_all() if server.process.poll() is None else None
-        disk.unmount()
+        expect("journal power loss: clean stop", setup.server.stop() == 0)
 
 
 def test_per_file_power_loss(work):
@@ -262,82 +91,54 @@ def test_per_file_power_loss(work):
 
 
 def test_failed_checkpoint(work):
-    disk = Disk(work, "ckpt")
-    spool, socket_path, log = os.path.join(disk.mountpoint, "spool"), os.path.join(work, "ck.sock"), os.path.join(work, "ck.log")
-    server = sf.Server(socket_path, spool, log, workers=1)
-    disk.command("settle")
-    try:
-        bodies = [sf.body_of(300 + n, "failed-checkpoint-%d" % n) for n in range(10)]
-        ids = sf.post_all(socket_path, bodies)
-        expect("failed checkpoint: ten payloads acknowledged", None not in ids)
+    with OnDisk(work, "ckpt", workers=1) as setup:
+        spool = setup.spool
+        payloads = acknowledged_payloads(setup, 10, "failed checkpoint")
+        ids = list(payloads)
         sf.wait_until(lambda: all(os.path.exists(os.path.join(spool, "new", i)) for i in ids), 5)
-        disk.command("fail fsync new/%s" % ids[3])  # the idle checkpoint's sync of one named file
+        setup.disk.command("fail fsync new/%s" % ids[3])  # the idle checkpoint's sync of one named file
         expect("failed checkpoint: the worker's checkpoint fails and marks its slot",
                sf.wait_until(lambda: "checkpoint failed" in marks(spool), 12), marks(spool))
-        disk.power_cut(server)
-        reboot(spool)
-        server = sf.Server(socket_path, spool, log, workers=1)
-        check_all("failed checkpoint, after a power cut", spool, dict(zip(ids, bodies)))
-        expect("failed checkpoint: clean stop", server.stop() == 0)
-    finally:
-        server.kill_all() if server.process.poll() is None else None
-        disk.unmount()
-
-
-def marks(spool):
-    with open(os.path.join(spool, ".journal", "log"), "rb") as f:
-        return f.read(56)[16:52].rstrip(b"\0").decode(errors="replace")
+        setup.power_cut()
+        setup.start()
+        check_all("failed checkpoint, after a power cut", spool, payloads)
+        expect("failed checkpoint: clean stop", setup.server.stop() == 0)
 
 
 def test_unreadable_read(work):
-    disk = Disk(work, "eio")
-    spool, socket_path, log = os.path.join(disk.mountpoint, "spool"), os.path.join(work, "eio.sock"), os.path.join(work, "eio.log")
-    server = sf.Server(socket_path, spool, log, workers=1)
-    disk.command("settle")
-    try:
-        bodies = [sf.body_of(300 + n, "unreadable-%d" % n) for n in range(8)]
-        ids = sf.post_all(socket_path, bodies)
-        expect("unreadable: eight payloads acknowledged", None not in ids)
-        disk.power_cut(server)  # well within the five idle seconds: the records wait in the slot
-        reboot(spool)
-        disk.command("fail read journal/log 1")
+    with OnDisk(work, "eio", workers=1) as setup:
+        spool = setup.spool
+        payloads = acknowledged_payloads(setup, 8, "unreadable")
+        setup.power_cut()  # well within the five idle seconds: the records wait in the slot
+        setup.disk.command("fail read journal/log 1")
         done = subprocess.run([sf.HANDLER, "spool", "recover", "--spool-dir", spool], capture_output=True, text=True,
                               timeout=60)
         expect("unreadable: a recovery that cannot read the log fails, saying why",
                done.returncode != 0 and "Input/output error" in done.stderr, (done.returncode, done.stdout, done.stderr))
-        expect("unreadable: no record was retired unread", len(sf.journal_records(spool)) == len(ids),
+        expect("unreadable: no record was retired unread", len(sf.journal_records(spool)) == len(payloads),
                len(sf.journal_records(spool)))
         done = subprocess.run([sf.HANDLER, "spool", "recover", "--spool-dir", spool], capture_output=True, text=True,
                               timeout=60)
         expect("unreadable: once the disk reads, recovery names every payload", done.returncode == 0, done.stderr)
-        check_all("unreadable", spool, dict(zip(ids, bodies)))
-    finally:
-        disk.unmount()
+        check_all("unreadable", spool, payloads)
 
 
 def test_unknown_boot(work):
-    disk = Disk(work, "boot")
-    spool, socket_path, log = os.path.join(disk.mountpoint, "spool"), os.path.join(work, "boot.sock"), os.path.join(work, "boot.log")
     hidden = ["unshare", "--mount", "sh", "-c", 'mount --bind /dev/null /proc/sys/kernel/random/boot_id && exec "$@"', "sh"]
-    server = sf.Server(socket_path, spool, log, workers=1, prefix=hidden)
-    disk.command("settle")
-    try:
-        bodies = [sf.body_of(300 + n, "unknown-boot-%d" % n) for n in range(8)]
-        ids = sf.post_all(socket_path, bodies)
-        expect("unknown boot: eight payloads acknowledged", None not in ids)
+    with OnDisk(work, "boot", workers=1, prefix=hidden) as setup:
+        spool = setup.spool
+        payloads = acknowledged_payloads(setup, 8, "unknown boot")
+        ids = list(payloads)
         sf.wait_until(lambda: all(os.path.exists(os.path.join(spool, "new", i)) for i in ids), 5)
         names_synced = os.open(os.path.join(spool, "new"), os.O_RDONLY | os.O_DIRECTORY)
         os.fsync(names_synced)  # their names reach the disk, their bytes not: they come back empty
         os.close(names_synced)
-        disk.power_cut(server)
+        setup.power_cut(reboot_after=False)  # the boot id is as unknown after as before
         expect("unknown boot: the cut left files empty", any(os.path.getsize(os.path.join(spool, "new", i)) == 0
                                                             for i in ids if os.path.exists(os.path.join(spool, "new", i))))
-        server = sf.Server(socket_path, spool, log, workers=1, prefix=hidden)
-        check_all("unknown boot", spool, dict(zip(ids, bodies)))
-        expect("unknown boot: clean stop", server.stop() == 0)
-    finally:
-        server.kill_all() if server.process.poll() is None else None
-        disk.unmount()
+        setup.start()
+        check_all("unknown boot", spool, payloads)
+        expect("unknown boot: clean stop", setup.server.stop() == 0)
 
 
 def test_failed_syncfs(work):
@@ -362,84 +163,59 @@ def test_shared_sync_failure(work):
     (its record, and Y's written meanwhile, are dropped by the disk); Y, waiting (strace holds it), wakes only after
     Z, started after the failure on a fresh descriptor, synced successfully. Y must not answer 200 from the
     journal. After a cut every 200 is whole."""
-    disk = Disk(work, "shared")
-    spool, socket_path, log = os.path.join(disk.mountpoint, "spool"), os.path.join(work, "sh.sock"), os.path.join(work, "sh.log")
-    server = sf.Server(socket_path, spool, log, workers=2)
-    disk.command("settle")
-    tracer = None
-    try:
+    with OnDisk(work, "shared", workers=2) as setup:
+        server, socket_path = setup.server, setup.socket_path
         sf.wait_until(lambda: server.namer() is not None, 5)
         workers = [pid for pid in server.workers() if pid != server.namer()]
         tracer = subprocess.Popen(["strace", "-qq", "-o", "/dev/null", "-e", "inject=fdatasync:delay_enter=1500000",
                                    "-e", "inject=futex:delay_exit=6000000"] + [a for p in workers for a in ("-p", str(p))],
                                   stderr=subprocess.DEVNULL)
-        time.sleep(0.5)
-        disk.command("fail fsync journal/log 1")
-        answers = {}
+        try:
+            time.sleep(0.5)
+            setup.disk.command("fail fsync journal/log 1")
+            answers = {}
 
-        def post(name):
-            body = sf.body_of(300, "shared-%s" % name)
-            status, _, answer = sf.fastcgi(socket_path, body)
-            answers[name] = (json.loads(answer)["id"] if status == 200 else None, body)
-        x_thread = threading.Thread(target=post, args=("x",))
-        x_thread.start()
-        sf.wait_until(lambda: any(syscall(p) == "75" for p in workers), 5)  # x86_64 fdatasync: X holds the lock
-        x = next(p for p in workers if syscall(p) == "75")
-        y_thread = threading.Thread(target=post, args=("y",))
-        y_thread.start()
-        time.sleep(0.5)  # Y has written its record and waits for X's sync
-        x_thread.join()
-        os.kill(x, signal.SIGKILL)  # its replacement Z opens the log after the failure
-        expect("shared failure: a replacement worker starts",
-               sf.wait_until(lambda: len([p for p in server.workers() if p not in workers and p != server.namer()]) == 1, 10))
-        time.sleep(0.3)
-        post("z")  # Z syncs the log on its fresh descriptor: 0, for the page X's failure dropped too
-        y_thread.join()
-        acknowledged = {i: b for i, b in answers.values() if i}
-        expect("shared failure: all three answered 200 (X and Y the long way)", len(acknowledged) == 3, answers)
-        tracer.kill()
-        tracer.wait()
-        tracer = None
-        disk.power_cut(server)
-        reboot(spool)
-        server = sf.Server(socket_path, spool, log, workers=2)
-        check_all("shared failure, after a power cut", spool, acknowledged)
-        expect("shared failure: clean stop", server.stop() == 0)
-    finally:
-        if tracer:
+            def post(name):
+                body = sf.body_of(300, "shared-%s" % name)
+                status, _, answer = sf.fastcgi(socket_path, body)
+                answers[name] = (json.loads(answer)["id"] if status == 200 else None, body)
+            x_thread = threading.Thread(target=post, args=("x",))
+            x_thread.start()
+            sf.wait_until(lambda: any(syscall(p) == "75" for p in workers), 5)  # x86_64 fdatasync: X holds the lock
+            x = next(p for p in workers if syscall(p) == "75")
+            y_thread = threading.Thread(target=post, args=("y",))
+            y_thread.start()
+            time.sleep(0.5)  # Y has written its record and waits for X's sync
+            x_thread.join()
+            os.kill(x, signal.SIGKILL)  # its replacement Z opens the log after the failure
+            expect("shared failure: a replacement worker starts",
+                   sf.wait_until(lambda: len([p for p in server.workers() if p not in workers and p != server.namer()]) == 1, 10))
+            time.sleep(0.3)
+            post("z")  # Z syncs the log on its fresh descriptor: 0, for the page X's failure dropped too
+            y_thread.join()
+            acknowledged = {i: b for i, b in answers.values() if i}
+            expect("shared failure: all three answered 200 (X and Y the long way)", len(acknowledged) == 3, answers)
+        finally:
             tracer.kill()
             tracer.wait()
-        server.kill_all() if server.process.poll() is None else None
-        disk.unmount()
-
-
-def syscall(pid):
-    try:
-        return open("/proc/%d/syscall" % pid).read().split()[0]
-    except (OSError, IndexError):
-        return None
+        setup.power_cut()
+        setup.start()
+        check_all("shared failure, after a power cut", setup.spool, acknowledged)
+        expect("shared failure: clean stop", setup.server.stop() == 0)
 
 
 def test_namer_other_slots(work):
     """A slot whose records the namer cannot read (EIO) does not stop it naming the other slots."""
-    disk = Disk(work, "slots")
-    spool, socket_path, log = os.path.join(disk.mountpoint, "spool"), os.path.join(work, "sl.sock"), os.path.join(work, "sl.log")
-    server = sf.Server(socket_path, spool, log, workers=2)
-    disk.command("settle")
-    try:
-        disk.command("fail read journal/log 100000 4096 %d" % sf.SLOT)  # its records, not its header
-        load = Load(fastcgi_id(socket_path), spool, clients=4, sizes=(300,))
+    with OnDisk(work, "slots", workers=2) as setup:
+        setup.disk.command("fail read journal/log 100000 4096 %d" % sf.SLOT)  # its records, not its header
+        load = Load(fastcgi_id(setup.socket_path), setup.spool, clients=4, sizes=(300,))
         sf.wait_until(lambda: len(load.acknowledged) >= 40, 20)
         acknowledged = load.stop()
-        later = [i for _, i, _ in sf.journal_records(spool, 1)]
+        later = [i for _, i, _ in sf.journal_records(setup.spool, 1)]
         expect("other slots: some payloads went to slot 1 (%d)" % len(later), len(later) > 0)
         expect("other slots: the namer names slot 1's payloads although slot 0 cannot be read",
-               sf.wait_until(lambda: all(whole(spool, i, acknowledged[i]) for i in later), 3))
-        disk.command("fail read journal/log 0")
-        server.stop()
-    finally:
-        server.kill_all() if server.process.poll() is None else None
-        disk.unmount()
+               sf.wait_until(lambda: all(whole(setup.spool, i, acknowledged[i]) for i in later), 3))
+        setup.disk.command("fail read journal/log 0")
 
 
 def test_checkpoint_interval(work):
