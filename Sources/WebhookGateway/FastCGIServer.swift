@@ -285,7 +285,7 @@ private struct Supervisor {
         let failure = Handover.reexecute(Handover.executable, socket: socket,
                                          workers: Array(started.keys) + Array(retiring) + (namer.map { [$0] } ?? []),
                                          requesters: requesters + (requester >= 0 ? [requester] : []))
-        Log.write("cannot start again: \(failure); going on as before")
+        Log.write(.error, "cannot start again: \(failure); going on as before")
         Reload.answer(requester, Reload.refused)
     }
 

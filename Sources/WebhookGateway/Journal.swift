@@ -152,13 +152,13 @@ final class Journal {
                     let named = try journal.recover()
                     if named > 0 { Log.write("journal \(journal.description): recovered \(named) payloads into new/") }
                 } catch {
-                    Log.write("journal \(journal.description): cannot recover: \(error); a worker taking the slot will")
+                    Log.write(.error, "journal \(journal.description): cannot recover: \(error); a worker taking the slot will")
                 }
             }
             _exit(0)
         }
         if child < 0 {
-            Log.write("journal: cannot fork to recover: \(String(cString: strerror(errno))); workers recover the slots")
+            Log.write(.error, "journal: cannot fork to recover: \(String(cString: strerror(errno))); workers recover the slots")
         } else {
             _ = retryingOnInterrupt { waitpid(child, nil, 0) }
         }
@@ -363,7 +363,7 @@ final class Journal {
     private func markCheckpointFailed() {
         let mark = JournalSlot.header(generation: generation, boot: JournalSlot.checkpointFailed)
         if let failure = slot.write(mark, at: 0) ?? (fdatasync(slot.fd) == 0 ? nil : errno) {
-            Log.write("journal \(description): cannot mark the failed checkpoint: \(String(cString: strerror(failure)))")
+            Log.write(.error, "journal \(description): cannot mark the failed checkpoint: \(String(cString: strerror(failure)))")
         }
     }
 

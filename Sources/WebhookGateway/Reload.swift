@@ -74,7 +74,7 @@ public enum Reload {
             var all = Signals.set([SIGTERM, SIGINT, SIGCHLD, SIGHUP])
             sigprocmask(SIG_UNBLOCK, &all, nil)
             let failure = withCStrings(CommandLine.arguments) { argv in execv(executable, argv) == 0 ? 0 : errno }
-            Log.write("cannot execute \(executable): \(String(cString: strerror(failure)))")
+            Log.write(.error, "cannot execute \(executable): \(String(cString: strerror(failure)))")
             _exit(127)
         }
         guard pid > 0 else { return "cannot check the configuration: fork: \(String(cString: strerror(errno)))" }
