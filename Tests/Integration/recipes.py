@@ -237,9 +237,11 @@ def rule_ports(docs):
 
 
 def rule_locations(docs):
-    counts = {}
+    counts, per_server = {}, {}
     for path, tree in nginx_recipes():
         counts[path.name] = sum(1 for block, _ in walk(tree) if block[0] == "location")
+        per_server[path.name] = {sum(1 for b, _ in walk(server) if b[0] == "location")
+                                 for server, _ in walk(tree) if server[0] == "server"}
     problems = []
     for path, text in docs:
         for match in re.finditer(r"\b(\w+) `?location`? blocks?\b", text):
@@ -249,8 +251,8 @@ def rule_locations(docs):
             meant = [path.name] if path.name in counts else (
                 [n for n in counts if any(b[0] == "server" for b, _ in walk(nginx_blocks((DEPLOY / "nginx" / n).read_text())))]
                 if path.parent == DEPLOY / "nginx" else [])
-            for name in meant:
-                if counts[name] != said:
+            for name in meant:  # the whole file's count, or one server block's
+                if said != counts[name] and said not in per_server[name]:
                     problems.append(f"{rel(path)} says \"{match.group(0)}\"; {name} has {counts[name]}")
     return problems
 
