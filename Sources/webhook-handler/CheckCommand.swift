@@ -13,10 +13,12 @@ struct Check: ParsableCommand {
         abstract: "Check the secret and the spool this configuration would use; exit 0 if it can serve, 1 if not.",
         discussion: """
             Reads the settings a request would: API_SECRET_KEY or
-            API_SECRET_KEY_FILE, WEBHOOK_SECRETS_DIR, WEBHOOK_SPOOL_DIR,
-            WEBHOOK_SCHEME, or the options below. It checks
+            API_SECRET_KEY_FILE, WEBHOOK_SECRETS_DIR and WEBHOOK_SENDER,
+            WEBHOOK_SPOOL_DIR, WEBHOOK_SCHEME, or the options below. It checks
               the secret  readable, not readable by others, every line usable
-                          by the scheme and at least \(Check.strongLength) characters;
+                          by the scheme and at least \(Check.strongLength) characters,
+                          and one for a delivery naming no sender (or the
+                          sender WEBHOOK_SENDER names);
               the spool   created if missing, then each step a delivery takes
                           tried on a probe file in tmp/ and removed (an unnamed
                           file with O_TMPFILE, write and fsync, linkat, fsync of
@@ -162,6 +164,7 @@ struct Check: ParsableCommand {
                 report.fail("senders: \(directory) holds no NAME.secret")
             } else {
                 report.ok("senders from \(directory): \(names.joined(separator: ", "))")
+                checkChosenSender(names, directory: directory, standard: standard, into: &report)
                 for name in names {
                     let path = "\(directory)/\(name).secret"
                     checkMode(of: path, into: &report)
@@ -170,6 +173,23 @@ struct Check: ParsableCommand {
             }
         } catch {
             report.fail("senders: \(error.detail ?? "unusable")")
+        }
+    }
+
+    /// A delivery's secret is the sender's that WEBHOOK_SENDER names (a CGI's variable, a FastCGI location's param),
+    /// else the standard one: a name with no file, or neither, answers every such delivery 500.
+    private func checkChosenSender(_ names: [String], directory: String, standard: Result<Keyring, Outcome>,
+                                   into report: inout Report)
+    {
+        if let sender = Settings.environment(SecretSource.senderVariable), !sender.isEmpty {
+            if !names.contains(sender) {
+                report.fail("\(SecretSource.senderVariable)=\(sender.debugDescription) is set, but \(directory) "
+                    + "holds no such NAME.secret: every delivery gets 500")
+            }
+        } else if case .failure = standard, !SecretSource.isNamedInEnvironment {
+            report.fail("no secret for a delivery that names no sender (500): as a CGI (webhook.cgi) set "
+                + "\(SecretSource.senderVariable)=NAME or \(SecretSource.fileVariable); behind nginx, every location "
+                + "needs fastcgi_param \(SecretSource.senderVariable) NAME")
         }
     }
 

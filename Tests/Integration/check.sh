@@ -32,12 +32,13 @@ verdict() {
     expect "check, $1: exit $2, says /$3/" verdict_holds "$@"
     verdict_holds "$@" || sed 's/^/    | /' "$work/$1.out"
 }
-# deliver SPOOL: one signed CGI delivery with that spool; prints the Status line's code.
+# deliver SPOOL [ENV...]: one delivery signed with the strong secret, as a CGI with that spool (and ENV, which may
+# override API_SECRET_KEY_FILE); prints the Status line's code.
 deliver() {
-    local body='{"check":"delivery"}'
+    local body='{"check":"delivery"}' spool=$1; shift
     printf '%s' "$body" | env -i GATEWAY_INTERFACE=CGI/1.1 REQUEST_METHOD=POST CONTENT_LENGTH=${#body} \
         HTTP_X_SIGNATURE="$(printf '%s' "$body" | openssl dgst -sha256 -hmac "$strong" -r | cut -d' ' -f1)" \
-        API_SECRET_KEY_FILE="$work/secret" WEBHOOK_SPOOL_DIR="$1" "$handler" 2>/dev/null |
+        API_SECRET_KEY_FILE="$work/secret" WEBHOOK_SPOOL_DIR="$spool" "$@" "$handler" 2>/dev/null |
         sed -n 's/^Status: \([0-9]*\).*/\1/p'
 }
 
@@ -92,6 +93,22 @@ verdict credentials-weak 1 '^FAIL +the secret on line 1 of .*/stripe.secret is w
 printf 'short\n' >"$work/credentials/stripe.secret"
 run_check credentials-short API_SECRET_KEY_FILE="$work/credentials/api-secret" WEBHOOK_SECRETS_DIR="$work/credentials"
 verdict credentials-short 1 '^FAIL +senders: .*stripe.secret'
+
+# Senders only, no standard secret: a CGI delivery's secret is the sender's that WEBHOOK_SENDER names.
+mkdir -m 0700 "$work/senders"
+cp "$work/secret" "$work/senders/github.secret"
+run_check senders-unnamed WEBHOOK_SECRETS_DIR="$work/senders" WEBHOOK_SPOOL_DIR="$work/spool"
+verdict senders-unnamed 1 '^FAIL +no secret for a delivery that names no sender'
+expect "check, senders-unnamed: a delivery naming no sender is 500, as it predicted" \
+    test "$(deliver "$work/spool" WEBHOOK_SECRETS_DIR="$work/senders" API_SECRET_KEY_FILE=)" = 500
+run_check senders-unknown WEBHOOK_SECRETS_DIR="$work/senders" WEBHOOK_SENDER=gitlab WEBHOOK_SPOOL_DIR="$work/spool"
+verdict senders-unknown 1 '^FAIL +WEBHOOK_SENDER="gitlab" is set, but .* holds no such'
+expect "check, senders-unknown: a delivery there is 500, as it predicted" \
+    test "$(deliver "$work/spool" WEBHOOK_SECRETS_DIR="$work/senders" WEBHOOK_SENDER=gitlab API_SECRET_KEY_FILE=)" = 500
+run_check senders-named WEBHOOK_SECRETS_DIR="$work/senders" WEBHOOK_SENDER=github WEBHOOK_SPOOL_DIR="$work/spool"
+verdict senders-named 0 '^verdict: ready'
+expect "check, senders-named: a delivery there is 200" \
+    test "$(deliver "$work/spool" WEBHOOK_SECRETS_DIR="$work/senders" WEBHOOK_SENDER=github API_SECRET_KEY_FILE=)" = 200
 
 echo "== the spool's file system"
 mkdir -p "$work/ro" "$work/tmpfs" "$work/fuse-source" "$work/fuse"

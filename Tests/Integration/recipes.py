@@ -10,7 +10,8 @@ Every rule reads the files as shipped and checks one kind of statement against t
   modes      every socket mode agrees (SocketMode=, --socket-mode, spawn-fcgi -M, the --help default)
   ports      a text that installs an nginx recipe says the address that recipe listens on
   locations  "N location blocks" matches the number of location blocks of the recipe(s) meant
-  json-413   every nginx block that limits the body (client_max_body_size) answers nginx's own 413 with JSON
+  json-413   every nginx block that limits the body (client_max_body_size) answers nginx's own 413 with JSON,
+             read from the file and asked of a real nginx serving it (a 3 MB POST)
   secrets    no text or message asks for a per-request secret, which the handler refuses
   senders    with the unit's DynamicUser=, the senders' secrets are documented as one LoadCredential= per sender
   purge      each Apache configuration the Debian package installs is disabled when the package is purged
@@ -18,8 +19,14 @@ Usage: Tests/Integration/recipes.py PATH/TO/webhook-handler   (webhook-forwarder
 """
 import os
 import re
+import signal
+import socket
 import subprocess
 import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -237,9 +244,11 @@ def rule_ports(docs):
 
 
 def rule_locations(docs):
-    counts = {}
+    counts, per_server = {}, {}
     for path, tree in nginx_recipes():
         counts[path.name] = sum(1 for block, _ in walk(tree) if block[0] == "location")
+        per_server[path.name] = {sum(1 for b, _ in walk(server) if b[0] == "location")
+                                 for server, _ in walk(tree) if server[0] == "server"}
     problems = []
     for path, text in docs:
         for match in re.finditer(r"\b(\w+) `?location`? blocks?\b", text):
@@ -249,8 +258,8 @@ def rule_locations(docs):
             meant = [path.name] if path.name in counts else (
                 [n for n in counts if any(b[0] == "server" for b, _ in walk(nginx_blocks((DEPLOY / "nginx" / n).read_text())))]
                 if path.parent == DEPLOY / "nginx" else [])
-            for name in meant:
-                if counts[name] != said:
+            for name in meant:  # the whole file's count, or one server block's
+                if said != counts[name] and said not in per_server[name]:
                     problems.append(f"{rel(path)} says \"{match.group(0)}\"; {name} has {counts[name]}")
     return problems
 
@@ -272,6 +281,69 @@ def rule_json_413(docs):
                 where = f"location {' '.join(block[1])}" if block[0] == "location" else block[0] or "top level"
                 problems.append(f"{rel(path)} ({where}) limits the body without a JSON error_page 413 "
                                  "(nginx's own 413 is HTML)")
+    return problems
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def nginx_413(path, tree):
+    """What a real nginx serving the recipe (a snippet inside a server block) answers to a 3 MB POST on each
+    server's /api/webhook: [(status, content type, body)]. The body is refused before anything is passed on."""
+    with tempfile.TemporaryDirectory() as work:
+        text = path.read_text().replace("include fastcgi_params;", "include /etc/nginx/fastcgi_params;")
+        ports = []
+        def listen(match):
+            ports.append(free_port())
+            return f"{match.group(1)}listen 127.0.0.1:{ports[-1]};"
+        text = re.sub(r"^(\s*)listen\s+[^;\n]+;", listen, text, flags=re.M)
+        if not any(b[0] == "server" for b, _ in walk(tree)):
+            ports.append(free_port())
+            text = f"server {{\n listen 127.0.0.1:{ports[-1]};\n{text}\n}}\n"
+        served = [port for port, server in zip(ports, [b for b, _ in walk(nginx_blocks(text)) if b[0] == "server"])
+                  if any(b[0] == "location" and b[1][-1:] == ["/api/webhook"] for b, _ in walk(server))]
+        Path(work, "site.conf").write_text(text)
+        Path(work, "nginx.conf").write_text(
+            f"daemon off; pid {work}/nginx.pid; error_log {work}/error.log warn; events {{}}\n"
+            f"http {{ access_log off; client_body_temp_path {work}/body; include {work}/site.conf; }}\n")
+        nginx = subprocess.Popen(["nginx", "-e", f"{work}/error.log", "-c", f"{work}/nginx.conf"],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        answers = []
+        try:
+            for port in served:
+                for _ in range(200):
+                    try:
+                        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                        break
+                    except OSError:
+                        time.sleep(0.05)
+                request = urllib.request.Request(f"http://127.0.0.1:{port}/api/webhook", data=b"a" * 3_000_000)
+                try:
+                    with urllib.request.urlopen(request, timeout=10) as response:
+                        answers.append((response.status, response.headers.get("Content-Type"), response.read()))
+                except urllib.error.HTTPError as error:
+                    answers.append((error.code, error.headers.get("Content-Type"), error.read()))
+                except OSError as error:
+                    answers.append((None, None, str(error).encode()))
+        finally:
+            os.killpg(nginx.pid, signal.SIGTERM)
+            nginx.wait(timeout=10)
+        return answers
+
+
+def rule_json_413_live(docs):
+    problems = []
+    for path, tree in nginx_recipes():
+        answers = nginx_413(path, tree)
+        if not answers:
+            problems.append(f"{rel(path)}: no server block serving /api/webhook to ask")
+        for status, content_type, body in answers:
+            if status != 413 or not (content_type or "").startswith("application/json"):
+                problems.append(f"{rel(path)}: real nginx answers a 3 MB POST with {status} {content_type} "
+                                f"{body[:80]!r}, not a JSON 413")
     return problems
 
 
@@ -331,7 +403,8 @@ def main():
     rules = [("paths", lambda: rule_paths(docs)), ("options", lambda: rule_options(docs, handler)),
              ("sockets", lambda: rule_sockets(docs)), ("modes", lambda: rule_modes(docs, handler)),
              ("ports", lambda: rule_ports(docs)), ("locations", lambda: rule_locations(docs)),
-             ("json-413", lambda: rule_json_413(docs)), ("secrets", lambda: rule_secrets(docs)),
+             ("json-413", lambda: rule_json_413(docs) + rule_json_413_live(docs)),
+             ("secrets", lambda: rule_secrets(docs)),
              ("senders", lambda: rule_senders(docs)), ("purge", lambda: rule_purge(docs))]
     failed = 0
     for name, rule in rules:

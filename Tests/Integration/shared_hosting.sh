@@ -62,10 +62,13 @@ post() {
     curl -s -o "$work/body" -w '%{http_code}' -H "x-signature: $(sign "$secret" "$seed")" --data-binary @"$seed" "$1"
 }
 stored() { ls "$home/webhook/spool/new" 2>/dev/null | wc -l; }
-# check_says USER GROUP STATUS PATTERN: `webhook.cgi check` run as USER:GROUP exits STATUS and prints PATTERN.
+# check_says USER GROUP STATUS PATTERN: `webhook.cgi check` run as USER:GROUP (with the variables in
+# check_env, as from a shell that exports them) exits STATUS and prints PATTERN.
+check_env=()
 check_says() {
     local status=0
-    runuser -u "$1" -g "$2" -- "$api/webhook.cgi" check >"$work/check.out" 2>&1 || status=$?
+    runuser -u "$1" -g "$2" -- env "${check_env[@]+"${check_env[@]}"}" "$api/webhook.cgi" check >"$work/check.out" 2>&1 ||
+        status=$?
     test "$status" = "$3" && grep -Eq -- "$4" "$work/check.out" || { sed 's/^/    | /' "$work/check.out"; false; }
 }
 
@@ -92,6 +95,10 @@ expect "suEXEC: check, run by $user, would have said so (exit 1, no secret)" \
 install_site wrapper
 expect "suEXEC: ./webhook.cgi check, run by $user, says ready (exit 0)" \
     check_says "$user" "$user" 0 '^verdict: ready'
+check_env=(API_SECRET_KEY=short-0123)
+expect "suEXEC: check from a shell exporting API_SECRET_KEY still checks the wrapper's file (exit 0)" \
+    check_says "$user" "$user" 0 "^ok +the secret on line 1 of $home/webhook/secret"
+check_env=()
 contract "$url" "$secret" "suEXEC + webhook.cgi"
 check "suEXEC + webhook.cgi: query words are not options" 405 'Method GET is not allowed' "$url?--help"
 status_of() { curl -s -o /dev/null -w '%{http_code}' "$1"; }
@@ -132,6 +139,11 @@ sed -i 's/^WEBHOOK_SPOOL_GROUP_READABLE=0/WEBHOOK_SPOOL_GROUP_READABLE=1/' "$api
 expect "no suEXEC: check, run as www-data, says ready (exit 0)" \
     check_says www-data "$shared" 0 '^verdict: ready'
 contract "$url" "$secret" "no suEXEC + webhook.cgi"
+# Without suEXEC a SetEnv does arrive: an API_SECRET_KEY left in .htaccess must not replace the wrapper's file.
+cp "$api/.htaccess" "$work/htaccess.saved"
+printf 'SetEnv API_SECRET_KEY %s\n' "stale-$(openssl rand -hex 32)" >>"$api/.htaccess"
+expect "no suEXEC: a stale SetEnv API_SECRET_KEY does not replace the wrapper's secret: 200" test "$(post "$url")" = 200
+cp "$work/htaccess.saved" "$api/.htaccess"
 expect "no suEXEC: the payloads are stored" test "$(stored)" -ge 1
 expect "no suEXEC: stored files are www-data:$shared 0640" \
     sh -c "stat -c '%U %G %a' '$home/webhook/spool/new/'* | sort -u | grep -qx 'www-data $shared 640'"
@@ -141,6 +153,22 @@ expect "no suEXEC: $user reads a payload and takes it into cur/" \
 expect "no suEXEC: the secret is not world-readable" test "$(stat -c '%a' "$home/webhook/secret")" = 640
 expect "no suEXEC: nobody else can read it" sh -c "! runuser -u nobody -- cat '$home/webhook/secret' 2>/dev/null"
 stop "$apache_pid"
+
+echo "== C. the wrapper with paths holding spaces (as its user edits them in)"
+spaced="$work/my site"
+mkdir -p "$spaced/webhook"
+install -m 0755 "$portable" "$spaced/webhook/webhook-handler"
+install -m 0600 "$home/webhook/secret" "$spaced/webhook/secret"
+sed "s|/home/USER/|$spaced/|g" "$recipe/webhook.cgi" >"$spaced/webhook.cgi"
+chmod 0755 "$spaced/webhook.cgi"
+expect "spaces: check through the wrapper says ready" sh -c "'$spaced/webhook.cgi' check | grep -q '^verdict: ready'"
+cgi_status() {
+    env -i GATEWAY_INTERFACE=CGI/1.1 REQUEST_METHOD=POST CONTENT_LENGTH="$(stat -c %s "$seed")" \
+        HTTP_X_SIGNATURE="$(sign "$secret" "$seed")" "$spaced/webhook.cgi" <"$seed" 2>/dev/null |
+        sed -n 's/^Status: \([0-9]*\).*/\1/p'
+}
+expect "spaces: a delivery through the wrapper is 200" test "$(cgi_status)" = 200
+expect "spaces: ... and stored in the spool it names" test "$(ls "$spaced/webhook/spool/new" | wc -l)" = 1
 
 expect "no log line anywhere holds the secret" sh -c "! grep -rqF -- '$secret' '$work'/*.log"
 summary
