@@ -90,6 +90,9 @@ extension SignatureScheme {
         guard let header = HeaderName(header) else { throw TemplateError("the header \(header.prefix(64)) is not a header name") }
         guard algorithm != .token, encoding != .plain else { throw TemplateError("the generic scheme signs with a MAC") }
         let template = try SignedTemplate(parsing: template)
+        if template.headers.contains(where: { HeaderName.param($0) == HeaderName.param(header.name) }) {
+            throw TemplateError("the template cannot sign the signature header itself")
+        }
         var timestamps: [String] = []
         if let timestampHeader {
             guard let name = HeaderName(timestampHeader) else { throw TemplateError("the timestamp header is not a header name") }
