@@ -15,5 +15,7 @@ let package = Package(
         .executableTarget(name: "FuzzSignature", dependencies: [core, "FuzzDriver"]),
         .executableTarget(name: "FuzzRequestHead", dependencies: [core, "FuzzDriver"]),
         .executableTarget(name: "FuzzVerifyRespond", dependencies: [core, "FuzzDriver"]),
+        .executableTarget(name: "FuzzSchemes", dependencies: [core, "FuzzDriver"]),
+        .executableTarget(name: "FuzzTemplate", dependencies: [core, "FuzzDriver"]),
     ]
 )

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-20}; shift || true
 targets=("$@")
-((${#targets[@]})) || targets=(FuzzSignature FuzzRequestHead FuzzVerifyRespond)
+((${#targets[@]})) || targets=(FuzzSignature FuzzRequestHead FuzzVerifyRespond FuzzSchemes FuzzTemplate)
 
 mkdir -p .build-fuzz/crashes
 ln -sfn "$PWD" .build-fuzz/webhook-handler

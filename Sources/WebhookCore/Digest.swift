@@ -53,7 +53,7 @@ public enum SignatureEncoding: String, Sendable, CaseIterable {
     /// The bytes `text` encodes, or nil. Hex in either case, of even length; base64 with its padding (RFC 4648 §4).
     public func decode(_ text: Substring) -> [UInt8]? {
         switch self {
-        case .hex: Self.hex(text)
+        case .hex: Self.hex(text.utf8)
         case .base64: Data(base64Encoded: String(text)).map(Array.init)
         case .plain: Array(text.utf8)
         }
@@ -67,16 +67,17 @@ public enum SignatureEncoding: String, Sendable, CaseIterable {
         }
     }
 
-    static func hex(_ text: Substring) -> [UInt8]? {
-        let digits = Array(text.utf8)
-        guard digits.count % 2 == 0 else { return nil }
+    /// Hex digits (either case) as bytes, or nil.
+    static func hex<Digits: Collection<UInt8>>(_ text: Digits) -> [UInt8]? {
+        guard text.count % 2 == 0 else { return nil }
         var bytes = [UInt8]()
-        bytes.reserveCapacity(digits.count / 2)
-        var index = 0
-        while index < digits.count {
-            guard let high = nibble(digits[index]), let low = nibble(digits[index + 1]) else { return nil }
+        bytes.reserveCapacity(text.count / 2)
+        var index = text.startIndex
+        while index != text.endIndex {
+            let next = text.index(after: index)
+            guard let high = nibble(text[index]), let low = nibble(text[next]) else { return nil }
             bytes.append(high << 4 | low)
-            index += 2
+            index = text.index(after: next)
         }
         return bytes
     }

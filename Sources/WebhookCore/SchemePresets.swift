@@ -20,20 +20,20 @@ extension SignatureScheme {
 
     /// Standard Webhooks: `webhook-signature: v1,<base64> v1a,<base64> …` over `id.timestamp.body`; secret
     /// `whsec_<base64>`, public keys `whpk_<base64>`; Svix's `svix-*` names are accepted as aliases.
-    public static let standardWebhooks = SignatureScheme(
-        name: "standard-webhooks", signatureHeaders: ["webhook-signature", "svix-signature"], layout: .versioned,
-        algorithm: .sha256, encoding: .base64, keying: .standardWebhooks,
-        template: SignedTemplate([.header("webhook-id"), .literal("."), .timestamp, .literal("."), .body]),
-        timestampHeaders: ["webhook-timestamp", "svix-timestamp"], deliveryHeaders: ["webhook-id", "svix-id"],
-        deduplicates: true)
+    public static let standardWebhooks = standardWebhooks(named: "standard-webhooks", prefixes: "webhook", "svix")
 
     /// Svix: Standard Webhooks under its own header names (`webhook-*` accepted as aliases).
-    public static let svix = SignatureScheme(
-        name: "svix", signatureHeaders: ["svix-signature", "webhook-signature"], layout: .versioned,
-        algorithm: .sha256, encoding: .base64, keying: .standardWebhooks,
-        template: SignedTemplate([.header("svix-id"), .literal("."), .timestamp, .literal("."), .body]),
-        timestampHeaders: ["svix-timestamp", "webhook-timestamp"], deliveryHeaders: ["svix-id", "webhook-id"],
-        deduplicates: true)
+    public static let svix = standardWebhooks(named: "svix", prefixes: "svix", "webhook")
+
+    /// Standard Webhooks with its headers named `PREFIX-id`, `-timestamp`, `-signature`, the first prefix preferred.
+    static func standardWebhooks(named name: String, prefixes first: String, _ alias: String) -> SignatureScheme {
+        SignatureScheme(
+            name: name, signatureHeaders: [first + "-signature", alias + "-signature"], layout: .versioned,
+            algorithm: .sha256, encoding: .base64, keying: .standardWebhooks,
+            template: SignedTemplate([.header(first + "-id"), .literal("."), .timestamp, .literal("."), .body]),
+            timestampHeaders: [first + "-timestamp", alias + "-timestamp"], deliveryHeaders: [first + "-id", alias + "-id"],
+            deduplicates: true)
+    }
 
     /// Stripe: `Stripe-Signature: t=<timestamp>,v1=<hex>,…` over `timestamp.body`.
     public static let stripe = SignatureScheme(
@@ -90,6 +90,9 @@ extension SignatureScheme {
         guard let header = HeaderName(header) else { throw TemplateError("the header \(header.prefix(64)) is not a header name") }
         guard algorithm != .token, encoding != .plain else { throw TemplateError("the generic scheme signs with a MAC") }
         let template = try SignedTemplate(parsing: template)
+        if template.headers.contains(where: { HeaderName.param($0) == HeaderName.param(header.name) }) {
+            throw TemplateError("the template cannot sign the signature header itself")
+        }
         var timestamps: [String] = []
         if let timestampHeader {
             guard let name = HeaderName(timestampHeader) else { throw TemplateError("the timestamp header is not a header name") }

@@ -31,23 +31,9 @@ public struct Signature: Sendable, Equatable {
         }
         if text.count > 7, zip(text, "sha256=".utf8).allSatisfy({ lowercased($0) == $1 }) { text.removeFirst(7) }
 
-        guard text.count == 2 * byteCount else { return .malformed }
-        var bytes = [UInt8](repeating: 0, count: byteCount)
-        for index in 0..<byteCount {
-            let at = text.startIndex + 2 * index
-            guard let high = nibble(text[at]), let low = nibble(text[at + 1]) else { return .malformed }
-            bytes[index] = high << 4 | low
-        }
+        guard text.count == 2 * byteCount, let bytes = SignatureEncoding.hex(text)
+        else { return .malformed }
         return .decoded(bytes)
-    }
-
-    private static func nibble(_ digit: UInt8) -> UInt8? {
-        switch digit {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): digit - UInt8(ascii: "0")
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): digit - UInt8(ascii: "a") + 10
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): digit - UInt8(ascii: "A") + 10
-        default: nil
-        }
     }
 
     /// Lower-case hex, the way the sender writes signatures.

@@ -192,22 +192,22 @@ public struct SignatureScheme: Sendable, Hashable, CustomStringConvertible {
     public func headers(for body: [UInt8], secret: Secret, id: String, timestamp: Int64, url: String = "")
         -> [(String, String)]
     {
-        var values: [String: String] = [:]
-        for name in template.headers { values[HeaderName.param(name)] = id }
-        if !url.isEmpty { values["WEBHOOK_URL"] = url }
+        // A template may sign the timestamp header itself: its value is then the timestamp, else the id.
+        let stamps = Set(timestampHeaders.map(HeaderName.param))
+        func value(_ name: String) -> String { stamps.contains(HeaderName.param(name)) ? String(timestamp) : id }
         let parts = template.parts.map { part -> [UInt8] in
             switch part {
             case .literal(let text): Array(text.utf8)
             case .body: body
             case .form: FormParameters.signed(body)
             case .timestamp: Array(String(timestamp).utf8)
-            case .header: Array(id.utf8)
+            case .header(let name): Array(value(name).utf8)
             case .url: Array(url.utf8)
             }
         }
         let mac = algorithm == .token ? secret.bytes : secret.mac(algorithm, keying: keying, parts) ?? []
         let signature = encoding.encode(mac)
-        var headers = template.headers.map { ($0, id) }
+        var headers = template.headers.filter { !stamps.contains(HeaderName.param($0)) }.map { ($0, id) }
         if let stampHeader = timestampHeaders.first { headers.append((stampHeader, String(timestamp))) }
         let header = signatureHeaders[0]
         switch layout {

@@ -176,6 +176,7 @@ import Testing
         #expect(throws: TemplateError.self) { try SignatureScheme.generic(header: "X Sig") }
         #expect(throws: TemplateError.self) { try SignatureScheme.generic(header: "X-Sig", template: "{timestamp}{body}") }
         #expect(throws: TemplateError.self) { try SignatureScheme.generic(header: "X-Sig", algorithm: .token) }
+        #expect(throws: TemplateError.self) { try SignatureScheme.generic(header: "X-Sig", template: "{header:x-sig}{body}") }
     }
 
     // MARK: v1a
