@@ -10,8 +10,12 @@
                 mid-payload: that payload is handled again once its lease has run out
   failover      host=A,B target_session_attrs=read-write with A down: the payloads go to B
   retention     purge deletes handled payloads older than N days, and only those
+  #19           migrations and least-privilege roles; a million-row take on its index; retention inside consume;
+                time-outs and SIGTERM against a silent server; synchronous commits and bytea_output=escape;
+                secrets out of logs and ps; a wrong spool or torn file; lease renewal; attempts, failed, retry;
+                byte-bounded batches that split and set aside (each test's docstring names its item)
 
-Usage: postgres.py PATH/TO/webhook-handler PATH/TO/webhook-forwarder
+Usage: postgres.py PATH/TO/webhook-handler PATH/TO/webhook-forwarder [TEST_NAME ...]
 """
 import hashlib, json, os, random, re, signal, socket, subprocess, sys, tempfile, time
 
