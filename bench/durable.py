@@ -1,95 +1,232 @@
 #!/usr/bin/env python3
-"""The durable path timed: distinct signed 1 KiB payloads through the nginx recipe (deploy/nginx/webhook.conf, kept
-connections), wrk -t2 -c16, against two anchors measured in the same run on the same disk:
+"""The durable path timed, sustained and in bursts: distinct signed 1 KiB payloads through the nginx recipe
+(deploy/nginx/webhook.conf, kept connections, the handler's default workers), wrk -t2 at 16 and at 64 connections,
+against two anchors measured in the same run at the same concurrency:
 
   verify-only   the same requests to a handler without a spool (what the 200 costs when it promises nothing)
-  durable       the handler with its spool on this machine's disk: every 200 is on disk (through the journal, as
-                by default, and again with --no-spool-journal: a sync of each payload's file and directory)
-  PostgreSQL    pgbench, 16 clients, one 1 KiB row per transaction, synchronous_commit on (a database's group
-                commit on the same disk)
+  durable       the handler with its spool on the file system under test: every 200 is on disk (through the
+                journal, as by default; in bursts also with --no-spool-journal: a sync per file and directory)
+  PostgreSQL    pgbench with as many clients, one 1 KiB row per transaction, synchronous_commit on (a database's
+                group commit on the same file system)
 
-and prints the ratios issue #12 asks about (durable / verify-only, durable / pgbench) with p99. Medians of 3 runs
-(1 with --smoke). Every answer must be 200 and every acknowledged payload stored, or the run fails. Then what a
-request costs the handler in each mode: system calls (strace -c), syncs among them, instructions (callgrind).
+on two file systems: this machine's root file system (/var/tmp), and a default ext4 *with* a journal on a loop
+device (direct I/O, made with `mkfs.ext4 -N 8000000`: inodes for millions of payload files; inode tables written at
+once, as on a server long past its first mount), which this script makes, mounts and removes again.
 
-Usage: bench/durable.py PATH/TO/webhook-handler [--smoke]
+A sustained row counts a payload only when a consumer can take it: a file in the spool's new/. Its time is the load
+(--seconds) plus the drain after it (until every acknowledged payload is named in new/) plus the handler's stop
+(its last checkpoint): every deferred cost is paid inside the time. A burst row (--burst-seconds) counts what was
+answered 200 during the load, as a sender sees it. p99 is per run (one run per row). Every answer must be 200 and
+every acknowledged payload stored, or the run fails. Then, on the root file system at 16 connections, what a
+stored payload costs the handler's processes: system calls (strace -c), syncs among them, user-space instructions
+(callgrind).
+
+Usage: bench/durable.py PATH/TO/webhook-handler [--smoke] [--seconds S] [--burst-seconds B] [--connections 16,64]
+                        [--file-systems root,ext4] [--max-rate N] [--no-costs]
+  --seconds S        each sustained row's load (default 300: the judged run; --smoke: 3)
+  --burst-seconds B  each burst row's load (default 10; --smoke: 1)
+  --max-rate N       bodies signed per second of a durable row (default 30000; the run fails if wrk needs more)
 """
-import hashlib, hmac, os, re, signal, statistics, subprocess, sys, tempfile
+import argparse, contextlib, os, re, shutil, signal, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.realpath(__file__)), "..", "Tests", "Integration"))
 from nginx_server import Nginx, started  # noqa: E402
 from postgres_server import Postgres, pgbench_inserts  # noqa: E402
 
-HANDLER = os.path.realpath(sys.argv[1])
-SMOKE = "--smoke" in sys.argv
-RUNS, SECONDS = (1, 2) if SMOKE else (3, 10)
-SIGNED = SECONDS * 80_000  # more than a run can send: verify-only reached 31,000/s here
+BENCH = os.path.dirname(os.path.realpath(__file__))
+parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+parser.add_argument("handler")
+parser.add_argument("--smoke", action="store_true")
+parser.add_argument("--seconds", type=float)
+parser.add_argument("--burst-seconds", type=float)
+parser.add_argument("--connections", default="16,64")
+parser.add_argument("--file-systems", default="root,ext4")
+parser.add_argument("--max-rate", type=int, default=30_000)
+parser.add_argument("--no-costs", action="store_true")
+OPTIONS = parser.parse_args()
+HANDLER = os.path.realpath(OPTIONS.handler)
+SECONDS = OPTIONS.seconds or (3 if OPTIONS.smoke else 300)
+BURST = OPTIONS.burst_seconds or (1 if OPTIONS.smoke else 10)
+CONNECTIONS = [int(c) for c in OPTIONS.connections.split(",")]
 SECRET = "durable-secret-%d" % os.getpid()
-LUA = os.path.join(os.path.dirname(os.path.realpath(__file__)), "durable.lua")
+# The loop device's ext4: inodes for millions of files; the smoke run's is small (it stores a few thousand).
+INODES, IMAGE_GIB = (200_000, 2) if OPTIONS.smoke else (8_000_000, None)
 
 
-def sign_all(path, run):
-    """The signatures of bodies 1..SIGNED, exactly as durable.lua writes them."""
-    key, pad = SECRET.encode(), "x" * 980
-    with open(path, "w") as f:
-        for i in range(1, SIGNED + 1):
-            body = '{"n":%d,"run":"%s","pad":"%s"}' % (i, run, pad)
-            f.write(hmac.new(key, body.encode(), hashlib.sha256).hexdigest() + "\n")
+def sign(work, name, count):
+    """Signs bodies 1..count of run `name` for wrk's two threads; the signatures' path prefix."""
+    prefix = os.path.join(work, "signatures-" + name)
+    subprocess.run([SIGNER, SECRET, name, str(int(count)), "2", prefix], check=True)
+    return prefix
 
 
-def one_run(work, name, spool, extra=(), seconds=None, wrapper=()):
-    """wrk through nginx to a fresh handler (with its spool under `spool`, or none) for `seconds`; the values wrk's
-    script printed. `wrapper` runs the handler under perf or strace."""
-    socket_path = os.path.join(work, name + ".sock")
-    arguments = [HANDLER, "--listen", socket_path, "--socket-mode", "0666", "--access-log", "failures"]
-    if spool:
-        os.makedirs(spool, exist_ok=True)
-        arguments += ["--spool-dir", os.path.join(spool, name)] + list(extra)
-    log = open(os.path.join(work, name + ".log"), "ab")
-    process = subprocess.Popen(list(wrapper) + arguments, env={"API_SECRET_KEY": SECRET, "PATH": "/usr/bin:/bin"},
-                               stdout=log, stderr=log)
-    started(lambda: os.path.exists(socket_path), "the handler's socket")
-    nginx_dir = os.path.join(work, name + "-nginx")
-    os.makedirs(nginx_dir)
-    nginx = Nginx(nginx_dir, socket_path)
-    signatures = os.path.join(work, "signatures-%s" % name)
-    sign_all(signatures, name)
-    env = dict(os.environ, DURABLE_SIGNATURES=signatures, DURABLE_RUN=name, DURABLE_THREADS="2")
-    done = subprocess.run(["wrk", "-t2", "-c16", "-d%ds" % (seconds or SECONDS), "-s", LUA,
-                           "http://127.0.0.1:%d/api/webhook" % nginx.port], capture_output=True, text=True, env=env)
-    nginx.stop()
-    handler = process.pid
-    if wrapper and wrapper[0] != "valgrind":  # the handler is the wrapper's child
-        with open("/proc/%d/task/%d/children" % (process.pid, process.pid)) as f:
-            handler = int(f.read().split()[0])
-    os.kill(handler, signal.SIGTERM)
-    process.wait(timeout=60)
-    os.remove(signatures)
-    line = re.search(r"DURABLE (.*)", done.stdout)
-    if not line:
-        raise RuntimeError(done.stdout + done.stderr)
-    values = dict(item.split("=") for item in line.group(1).split())
-    if values["unexpected"] != "0" or values["errors"] != "0" or values["exhausted"] != "0":
-        raise RuntimeError("%s: %s" % (name, line.group(1)))
-    if spool:
-        stored = len(os.listdir(os.path.join(spool, name, "new")))
-        if stored < int(values["requests"]):
-            raise RuntimeError("%s: %d answered 200, %d stored" % (name, int(values["requests"]), stored))
-    return values
+class Handler:
+    """A fresh handler (its spool in `spool`, or none) behind the nginx recipe; `wrapper` runs it under strace or
+    valgrind. Those not stopped yet are in `live` (a failed run stops them with `stop_all`)."""
+    live = []
+
+    def __init__(self, work, name, spool=None, extra=(), wrapper=()):
+        self.name, self.spool = name, spool and os.path.join(spool, name)
+        socket_path = os.path.join(work, name + ".sock")
+        arguments = [HANDLER, "--listen", socket_path, "--socket-mode", "0666", "--access-log", "failures"]
+        if self.spool:
+            os.makedirs(spool, exist_ok=True)
+            arguments += ["--spool-dir", self.spool] + list(extra)
+        self.log = os.path.join(work, name + ".log")
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(list(wrapper) + arguments, env={"API_SECRET_KEY": SECRET,
+                                            "PATH": "/usr/bin:/bin"}, stdout=log, stderr=log)
+        try:
+            started(lambda: os.path.exists(socket_path), "the handler's socket")
+        except RuntimeError:
+            self.process.kill()
+            self.process.wait()
+            raise RuntimeError("%s did not start: %s" % (name, open(self.log, errors="replace").read()[-500:]))
+        self.pid = self.process.pid
+        if wrapper and wrapper[0] != "valgrind":  # the handler is the wrapper's child
+            with open("/proc/%d/task/%d/children" % (self.pid, self.pid)) as f:
+                self.pid = int(f.read().split()[0])
+        Handler.live.append(self)
+        nginx_dir = os.path.join(work, name + "-nginx")
+        os.makedirs(nginx_dir)
+        self.nginx = Nginx(nginx_dir, socket_path)
+
+    def load(self, connections, seconds, signatures, wrap=False):
+        """wrk -t2 -cCONNECTIONS for `seconds`; the values durable.lua printed, checked."""
+        env = dict(os.environ, DURABLE_SIGNATURES=signatures, DURABLE_RUN=self.name, DURABLE_THREADS="2",
+                   DURABLE_WRAP="1" if wrap else "0")
+        done = subprocess.run(["wrk", "-t2", "-c%d" % connections, "-d%ds" % max(1, round(seconds)), "-s",
+                               os.path.join(BENCH, "durable.lua"), "http://127.0.0.1:%d/api/webhook" % self.nginx.port],
+                              capture_output=True, text=True, env=env)
+        for thread in (0, 1):
+            os.remove("%s-%d" % (signatures, thread))
+        line = re.search(r"DURABLE (.*)", done.stdout)
+        if not line:
+            raise RuntimeError(done.stdout + done.stderr)
+        values = dict(item.split("=") for item in line.group(1).split())
+        if values["exhausted"] != "0":
+            raise RuntimeError("%s: wrk sent every signed body: raise --max-rate (%s)" % (self.name, line.group(1)))
+        if values["unexpected"] != "0" or values["errors"] != "0":
+            raise RuntimeError("%s: %s" % (self.name, line.group(1)))
+        return {key: float(value) for key, value in values.items()}
+
+    def stored(self):
+        with os.scandir(os.path.join(self.spool, "new")) as entries:
+            return sum(1 for _ in entries)
+
+    def drain(self, acknowledged, limit):
+        """Waits until every acknowledged payload is a file in new/; the seconds it took."""
+        began = time.monotonic()
+        while self.stored() < acknowledged:
+            if time.monotonic() - began > limit:
+                raise RuntimeError("%s: %d of %d acknowledged payloads in new/ after %d s"
+                                   % (self.name, self.stored(), acknowledged, limit))
+            time.sleep(0.2)
+        return time.monotonic() - began
+
+    def stop(self):
+        """Stops nginx and the handler (SIGTERM: its last checkpoint); the seconds the handler took."""
+        self.nginx.stop()
+        began = time.monotonic()
+        os.kill(self.pid, signal.SIGTERM)
+        self.process.wait(timeout=120)
+        Handler.live.remove(self)
+        return time.monotonic() - began
+
+    @staticmethod
+    def stop_all():
+        for handler in list(Handler.live):
+            if hasattr(handler, "nginx"):
+                handler.nginx.stop()
+            handler.process.kill()  # the workers and the namer die with their supervisor
+            handler.process.wait()
+            time.sleep(0.5)
+        Handler.live.clear()
 
 
-def timed(work, label, spool, extra=()):
-    """Medians over RUNS: requests per second and p99."""
-    results = [one_run(work, "%s-%d" % (label, run), spool, extra) for run in range(RUNS)]
-    return statistics.median(float(v["rps"]) for v in results), statistics.median(float(v["p99_ms"]) for v in results)
+def burst(work, name, spool, connections, extra=()):
+    """A burst: what was answered 200 per second of load (the naming after it is not timed); all stored after."""
+    handler = Handler(work, name, spool, extra)
+    values = handler.load(connections, BURST, sign(work, name, OPTIONS.max_rate * BURST))
+    handler.stop()
+    if handler.stored() < values["requests"]:
+        raise RuntimeError("%s: %d answered 200, %d stored" % (name, values["requests"], handler.stored()))
+    return {"rate": values["rps"], "p99": values["p99_ms"], "time": "%.0f" % values["seconds"],
+            "count": values["requests"]}
+
+
+def sustained(work, name, spool, connections):
+    """The judged row: payloads in new/ per second of load + drain + stop."""
+    handler = Handler(work, name, spool)
+    values = handler.load(connections, SECONDS, sign(work, name, OPTIONS.max_rate * SECONDS))
+    drained = handler.drain(values["requests"], max(120, SECONDS))
+    stopped = handler.stop()
+    stored = handler.stored()
+    if stored < values["requests"]:
+        raise RuntimeError("%s: %d answered 200, %d stored" % (name, values["requests"], stored))
+    seconds = values["seconds"] + drained + stopped
+    return {"rate": stored / seconds, "p99": values["p99_ms"], "count": stored, "burst": values["rps"],
+            "time": "%.0f + %.1f + %.1f" % (values["seconds"], drained, stopped)}
+
+
+def verify_only(work, connections):
+    handler = Handler(work, "verify-only-c%d" % connections)
+    values = handler.load(connections, SECONDS, sign(work, "verify-only-c%d" % connections, 400_000), wrap=True)
+    handler.stop()
+    return {"rate": values["rps"], "p99": values["p99_ms"], "time": "%.0f" % values["seconds"],
+            "count": values["requests"]}
+
+
+def pgbench(directory, work, connections):
+    pg = Postgres(directory, "postgres-c%d" % connections)
+    try:
+        return {"rate": pgbench_inserts(pg, connections, max(1, round(SECONDS)), work), "time": "%.0f" % SECONDS}
+    finally:
+        pg.stop()
+        shutil.rmtree(pg.directory, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def file_system(kind, work):
+    """A directory on the file system under test: the root file system's /var/tmp, or a fresh ext4 with a journal
+    on a loop device (direct I/O), mounted here and removed on the way out."""
+    if kind == "root":
+        directory = os.path.join(work, "root-fs")
+        os.makedirs(directory)
+        yield directory
+        return
+    image, mount = os.path.join(work, "ext4.img"), os.path.join(work, "ext4")
+    # Room for every payload file (4 KiB each) of the longest row at the signing rate, the journal's slots and
+    # PostgreSQL; sparse, so only what is written takes space.
+    gib = IMAGE_GIB or 4 + int(OPTIONS.max_rate * SECONDS * 4500 / 2**30)
+    with open(image, "wb") as f:
+        f.truncate(gib << 30)
+    device = subprocess.run(["losetup", "--find", "--show", "--direct-io=on", image], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    try:
+        subprocess.run(["mkfs.ext4", "-q", "-F", "-N", str(INODES), "-E", "lazy_itable_init=0,lazy_journal_init=0",
+                        device], check=True)
+        os.makedirs(mount)
+        subprocess.run(["mount", "-t", "ext4", device, mount], check=True)
+        try:
+            os.chmod(mount, 0o755)
+            yield mount
+        finally:
+            subprocess.run(["umount", mount], check=True)
+    finally:
+        subprocess.run(["losetup", "-d", device], check=True)
+        os.remove(image)
 
 
 def costs(work, label, spool, extra=()):
-    """What one request costs the handler's processes (workers, supervisor, namer): system calls (strace -c -f; the
-    syncs among them) in a 2 s run, and user-space instructions (valgrind's callgrind: the difference between a 1 s
-    and a 3 s run, so that start-up does not count), per request."""
+    """What one stored payload (one request for verify-only) costs the handler's processes (workers, supervisor,
+    namer): system calls (strace -c -f; the syncs among them) in a 2 s run, and user-space instructions (valgrind's
+    callgrind: the difference between a 1 s and a 3 s run, so that start-up does not count; the handler's stop
+    names what is left, so naming is counted)."""
     traced = os.path.join(work, label + ".strace")
-    requests = int(one_run(work, label + "-strace", spool, extra, 2, ["strace", "-f", "-c", "-o", traced])["requests"])
+    handler = Handler(work, label + "-strace", spool, extra, ["strace", "-f", "-c", "-o", traced])
+    requests = handler.load(16, 2, sign(work, label + "-strace", 80_000), wrap=not spool)["requests"]
+    handler.stop()
     calls, syncs = 0, 0
     for row in open(traced):
         fields = row.split()
@@ -99,53 +236,97 @@ def costs(work, label, spool, extra=()):
             syncs += int(fields[3])
     counts = []
     for seconds in (1, 3):
-        out = os.path.join(work, "%s-callgrind-%d" % (label, seconds))
+        name = "%s-callgrind-%d" % (label, seconds)
+        out = os.path.join(work, name)
         os.makedirs(out)
-        served = int(one_run(work, "%s-callgrind-%d" % (label, seconds), spool, extra, seconds,
-                             ["valgrind", "--tool=callgrind", "--callgrind-out-file=%s/%%p" % out])["requests"])
+        handler = Handler(work, name, spool, extra, ["valgrind", "--tool=callgrind", "--callgrind-out-file=%s/%%p" % out])
+        served = handler.load(16, seconds, sign(work, name, 30_000 * seconds), wrap=not spool)["requests"]
+        handler.stop()
+        stored = handler.stored() if spool else served
         total = 0
-        for name in os.listdir(out):
-            total += next((int(r.split()[1]) for r in open(os.path.join(out, name)) if r.startswith("summary:")), 0)
-        counts.append((served, total))
-    (short_requests, short_total), (long_requests, long_total) = counts
-    instructions = (long_total - short_total) / max(1, long_requests - short_requests)
-    return calls / requests, syncs / requests, instructions
+        for dump in os.listdir(out):
+            total += next((int(r.split()[1]) for r in open(os.path.join(out, dump)) if r.startswith("summary:")), 0)
+        counts.append((stored, total))
+    (short_count, short_total), (long_count, long_total) = counts
+    return calls / requests, syncs / requests, (long_total - short_total) / max(1, long_count - short_count)
+
+
+def rows_on(kind, directory, work, c):
+    """The rows of one file system at `c` connections: the bursts, the sustained run, pgbench."""
+    spools = os.path.join(directory, "spools-c%d" % c)
+    rows = [(kind, c, "durable, burst (journal)", burst(work, "burst-%s-c%d" % (kind, c), spools, c)),
+            (kind, c, "durable, burst (--no-spool-journal)",
+             burst(work, "per-file-%s-c%d" % (kind, c), spools, c, ["--no-spool-journal"]))]
+    subprocess.run(["rm", "-rf", spools], check=True)
+    rows.append((kind, c, "**durable, sustained (journal)**", sustained(work, "sustained-%s-c%d" % (kind, c), spools, c)))
+    subprocess.run(["rm", "-rf", spools], check=True)  # millions of files after a full run: not on the next row's disk
+    rows.append((kind, c, "pgbench, %d clients" % c, pgbench(directory, work, c)))
+    return rows
+
+
+def ratio(a, b):
+    return "%.2f" % (a / b) if b else ""
 
 
 def main():
+    global SIGNER
     with tempfile.TemporaryDirectory(prefix="webhook-durable-", dir="/var/tmp") as work:  # /var/tmp: the disk
-        os.chmod(work, 0o755)
-        load = os.getloadavg()
-        spools = os.path.join(work, "spools")
-        verify, verify_p99 = timed(work, "verify-only", None)
-        durable, durable_p99 = timed(work, "durable", spools)
-        per_file, per_file_p99 = timed(work, "per-file", spools, ["--no-spool-journal"])
-        pg = Postgres(work, "postgres")
         try:
-            anchor = statistics.median(pgbench_inserts(pg, 16, SECONDS, work) for _ in range(RUNS))
+            os.chmod(work, 0o755)
+            SIGNER = os.path.join(work, "sign-bodies")
+            subprocess.run(["gcc", "-O2", "-o", SIGNER, os.path.join(BENCH, "sign-bodies.c"), "-lcrypto"], check=True)
+            load = os.getloadavg()
+            began = time.monotonic()
+            verify = {c: verify_only(work, c) for c in CONNECTIONS}
+            rows = []  # (file system, connections, row, values)
+            for kind in OPTIONS.file_systems.split(","):
+                with file_system(kind, work) as directory, contextlib.ExitStack() as stack:
+                    stack.callback(Handler.stop_all)  # before the file system is unmounted
+                    for c in CONNECTIONS:
+                        rows += rows_on(kind, directory, work, c)
+            cost = {} if OPTIONS.no_costs else {
+                label: costs(work, label + "-cost", spool, extra) for label, spool, extra in [
+                    ("verify-only", None, ()), ("journal", os.path.join(work, "cost-spools"), ()),
+                    ("per-file", os.path.join(work, "cost-spools"), ["--no-spool-journal"])]}
+            took = time.monotonic() - began
         finally:
-            pg.stop()
-        cost = {label: costs(work, label + "-cost", spool, extra) for label, spool, extra in [
-            ("verify-only", None, ()), ("journal", spools, ()), ("per-file", spools, ["--no-spool-journal"])]}
+            Handler.stop_all()
+    print("sustained rows: %.0f s of load each, then the drain and the stop; bursts %.0f s; the whole run %.0f s"
+          % (SECONDS, BURST, took))
     print("load average before: %.2f %.2f %.2f, after: %.2f %.2f %.2f" % (load + os.getloadavg()))
-    print("| workload (distinct signed 1 KiB payloads, nginx recipe, wrk -t2 -c16) | per second | p99 ms |"
-          " x verify-only | x PostgreSQL |")
-    print("|---|---:|---:|---:|---:|")
-    print("| verify-only (no spool) | %.0f | %.2f | 1.00 | %.2f |" % (verify, verify_p99, verify / anchor))
-    print("| durable: spool on this disk, every 200 synced (journal) | %.0f | %.2f | %.2f | %.2f |"
-          % (durable, durable_p99, durable / verify, durable / anchor))
-    print("| durable, --no-spool-journal (a sync per file and directory) | %.0f | %.2f | %.2f | %.2f |"
-          % (per_file, per_file_p99, per_file / verify, per_file / anchor))
-    print("| PostgreSQL 15: pgbench, 16 clients, one 1 KiB insert per transaction | %.0f | | %.2f | 1.00 |"
-          % (anchor, anchor / verify))
-    print("targets (#12): durable >= 0.5x verify-only: %s; >= 1.0x PostgreSQL: %s; p99 <= 10 ms: %s" % (
-        "met" if durable >= 0.5 * verify else "not met", "met" if durable >= anchor else "not met",
-        "met" if durable_p99 <= 10 else "not met"))
+    print("| file system | conns | row | seconds (load + drain + stop) | payloads | per second | p99 ms "
+          "| x verify-only | x pgbench |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|")
+    for c in CONNECTIONS:
+        v = verify[c]
+        print("| (none) | %d | verify-only (no spool) | %s | %d | %.0f | %.2f | 1.00 | |"
+              % (c, v["time"], v["count"], v["rate"], v["p99"]))
+    anchors = {(kind, c): values["rate"] for kind, c, row, values in rows if row.startswith("pgbench")}
+    for kind, c, row, values in rows:
+        print("| %s | %d | %s | %s | %s | %.0f | %s | %s | %s |" % (
+            "root" if kind == "root" else "ext4+journal (loop)", c, row, values["time"],
+            "%d" % values["count"] if "count" in values else "", values["rate"],
+            "%.2f" % values["p99"] if "p99" in values else "", ratio(values["rate"], verify[c]["rate"]),
+            ratio(values["rate"], anchors[(kind, c)])))
     print()
-    print("| per request, all handler processes | system calls | of them syncs | instructions (user space) |")
-    print("|---|---:|---:|---:|")
-    for label, (calls, syncs, instructions) in cost.items():
-        print("| %s | %.1f | %.2f | %.0f |" % (label, calls, syncs, instructions))
+    for kind, c, row, values in rows:
+        if "sustained" not in row:
+            continue
+        judged = ["%.2fx pgbench (target >= 1.0): %s" % (values["rate"] / anchors[(kind, c)],
+                                                        "met" if values["rate"] >= anchors[(kind, c)] else "not met")]
+        if c == 64:
+            judged.append("%.2fx verify-only (target >= 0.5): %s" % (
+                values["rate"] / verify[c]["rate"], "met" if values["rate"] >= 0.5 * verify[c]["rate"] else "not met"))
+        if c == 16:
+            judged.append("p99 %.2f ms (target <= 10): %s" % (values["p99"], "met" if values["p99"] <= 10 else "not met"))
+        print("targets, %s, %d connections, sustained: %s" % (kind, c, "; ".join(judged)))
+    if cost:
+        print()
+        print("| per stored payload (verify-only: per request), all handler processes, root file system, 16 "
+              "connections | system calls | of them syncs | instructions (user space) |")
+        print("|---|---:|---:|---:|")
+        for label, (calls, syncs, instructions) in cost.items():
+            print("| %s | %.1f | %.2f | %.0f |" % (label, calls, syncs, instructions))
     return 0
 
 

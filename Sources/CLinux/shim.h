@@ -17,6 +17,8 @@
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/mount.h>
+#include <sys/vfs.h>
 
 /// Flags for an unnamed file in a directory (open(2) O_TMPFILE), written and then linked into place. glibc's
 /// <fcntl.h> declares O_TMPFILE only under _GNU_SOURCE; its value is the kernel's __O_TMPFILE | O_DIRECTORY.
@@ -112,6 +114,13 @@ static inline int64_t clinux_next_hole(int fd, int64_t offset) {
 extern int syncfs(int);
 static inline int clinux_syncfs(int fd) { return syncfs(fd); }
 
+/// Whether `fd` is on FUSE (fstatfs f_type FUSE_SUPER_MAGIC), where syncfs(2) never reaches the file system's server
+/// (Linux forwards it to virtiofs only) and so makes nothing durable.
+static inline int clinux_is_fuse(int fd) {
+    struct statfs status;
+    return fstatfs(fd, &status) == 0 && status.f_type == 0x65735546;
+}
+
 /// A descriptor that becomes readable when a file is created in, or moved into, `directory` (inotify).
 static inline int clinux_watch_directory(const char *directory) {
     int fd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
@@ -122,6 +131,27 @@ static inline int clinux_watch_directory(const char *directory) {
         return -1;
     }
     return fd;
+}
+
+/// A descriptor for process `pid` (pidfd_open(2)): a signal sent through it reaches that process or none, never
+/// one that reused its pid. glibc 2.36 has no declaration without <sys/pidfd.h>.
+static inline int clinux_pidfd_open(pid_t pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
+static inline int clinux_pidfd_send_signal(int pidfd, int signal) {
+    return (int)syscall(SYS_pidfd_send_signal, pidfd, signal, 0, 0);
+}
+
+/// The sender and the value of a queued signal (sigqueue(3)), out of siginfo_t's unions.
+static inline pid_t clinux_signal_sender(const siginfo_t *info) { return info->si_pid; }
+static inline int clinux_signal_value(const siginfo_t *info) { return info->si_code == SI_QUEUE ? info->si_value.sival_int : 0; }
+static inline int clinux_queue_signal(pid_t pid, int signal, int value) {
+    union sigval carried = { .sival_int = value };
+    return sigqueue(pid, signal, carried);
+}
+
+/// Makes the mount at `path` (systemd's credentials directory) writable, or read-only again, keeping it nosuid,
+/// nodev and noexec (mount(2) MS_REMOUNT | MS_BIND changes only this mount's flags).
+static inline int clinux_remount(const char *path, _Bool read_only) {
+    return mount(0, path, 0, MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV | MS_NOEXEC | (read_only ? MS_RDONLY : 0), 0);
 }
 
 #endif

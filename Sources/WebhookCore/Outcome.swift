@@ -51,7 +51,7 @@ public struct Outcome: Sendable, Equatable, Error {
         Outcome(.badGateway, reason: "the payload could not be handed on", detail: detail)
     }
 
-    /// Seconds a 503 asks the sender to wait.
+    /// Seconds a 503 or 502 asks the sender to wait.
     public static let retryAfterSeconds = 30
 
     public static func methodNotAllowed(_ method: String) -> Outcome {
@@ -81,7 +81,11 @@ extension Outcome {
         var headers: [(name: String, value: String)] =
             [("Content-Type", "application/json"), ("Cache-Control", "no-store")]
         if status == .methodNotAllowed { headers.append(("Allow", "POST")) }
-        if status == .serviceUnavailable { headers.append(("Retry-After", String(Self.retryAfterSeconds))) }
+        // Both are "come back later": a verified payload we could not keep or hand on. Standard Webhooks senders
+        // read 502 (like 429 and 504) as a request to slow down, honouring Retry-After (docs/schemes.md).
+        if status == .serviceUnavailable || status == .badGateway {
+            headers.append(("Retry-After", String(Self.retryAfterSeconds)))
+        }
         return headers
     }
 

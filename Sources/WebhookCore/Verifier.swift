@@ -10,21 +10,32 @@ public struct Verifier: Sendable {
     public let maxBodyBytes: Int
     /// How the sender signs.
     public let scheme: SignatureScheme
-    /// For dated schemes, how far a signature's timestamp may be from now, either way.
-    public let toleranceSeconds: Int64
+    /// The operator's tolerance for every dated scheme, when set; else each scheme's own (the sender's).
+    public let toleranceSeconds: Int64?
+    /// The operator's `generic` scheme, when one is configured, which a location may choose like a preset.
+    public let generic: SignatureScheme?
 
     public init(maxBodyBytes: Int = Verifier.defaultMaxBodyBytes, scheme: SignatureScheme = .xSignature,
-                toleranceSeconds: Int64 = Verifier.defaultToleranceSeconds) {
+                toleranceSeconds: Int64? = nil, generic: SignatureScheme? = nil) {
         precondition(maxBodyBytes >= 0, "the body limit cannot be negative")
         self.maxBodyBytes = maxBodyBytes
         self.scheme = scheme
         self.toleranceSeconds = toleranceSeconds
+        self.generic = generic
     }
 
     /// The same limits with another scheme (a web server may choose one per location).
     public func with(scheme: SignatureScheme) -> Verifier {
-        Verifier(maxBodyBytes: maxBodyBytes, scheme: scheme, toleranceSeconds: toleranceSeconds)
+        Verifier(maxBodyBytes: maxBodyBytes, scheme: scheme, toleranceSeconds: toleranceSeconds, generic: generic)
     }
+
+    /// A preset, or `generic` when one is configured.
+    public func scheme(named name: String) -> SignatureScheme? {
+        name == "generic" ? generic : SignatureScheme(rawValue: name)
+    }
+
+    /// The tolerance `scheme` gets: the operator's, else the sender's.
+    public var effectiveToleranceSeconds: Int64 { toleranceSeconds ?? scheme.toleranceSeconds }
 
     /// What to do after the head: read a body of known length, or answer at once.
     public enum Admission: Sendable {
@@ -108,11 +119,12 @@ public struct PendingBody: Sendable {
             break
         }
         let signed = body.count > expected.readLimit ? Array(body.prefix(expected.readLimit)) : body
-        let key = HMACSHA256.matchingKey(
-            keyring, scheme: scheme, parts: [content.prefix, signed], candidates: content.candidates)
-        guard let key else { return .badRequest("\(content.header) does not match the body") }
+        let parts = SignedTemplate.join(content.pieces, body: signed)
+        guard let key = keyring.matchingKey(scheme, parts: parts, content: content) else {
+            return .badRequest("\(content.header) does not match the body")
+        }
         return .accepted(Verification(
-            keyIndex: key, keyCount: keyring.secrets.count, deliveryID: content.deliveryID,
+            keyIndex: key, keyCount: keyring.secrets.count + keyring.publicKeys.count, deliveryID: content.deliveryID,
             deduplicationKey: content.deduplicationKey))
     }
 }

@@ -1,147 +1,210 @@
 import CLinux
+import FoundationEssentials
 public import WebhookGateway
 
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// The table every handler host forwards into and every consumer takes from.
-enum Schema {
-    static let table = "webhook_payloads"
-    /// The channel a forwarder notifies after each commit; consumers `LISTEN` to it as a wake-up only (a
-    /// notification can be missed: consumers also look on their own every few seconds).
-    static let channel = "webhook_payloads"
-
-    /// Created when absent, under an advisory lock so that forwarders starting together do not race.
-    static let create = """
-        CREATE TABLE IF NOT EXISTS webhook_payloads (
-            id            text PRIMARY KEY,
-            body          bytea NOT NULL,
-            received      timestamptz NOT NULL,
-            remote_addr   text,
-            content_type  text,
-            sender        text,
-            scheme        text,
-            host          text NOT NULL,
-            forwarded_at  timestamptz NOT NULL DEFAULT now(),
-            state         text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'done')),
-            attempts      integer NOT NULL DEFAULT 0,
-            available_at  timestamptz NOT NULL DEFAULT now(),
-            lease_until   timestamptz,
-            last_error    text,
-            done_at       timestamptz
-        );
-        CREATE INDEX IF NOT EXISTS webhook_payloads_pending ON webhook_payloads (available_at) WHERE state = 'pending'
-        """
-
-    /// A connection to `url`, the table created first if absent.
-    static func connect(_ url: String) throws(PostgresError) -> PostgresConnection {
-        let connection = try PostgresConnection(url)
-        try connection.transaction { () throws(PostgresError) in
-            try connection.execute("SELECT pg_advisory_xact_lock(hashtext('webhook_payloads'))")
-            for statement in create.split(separator: ";") { try connection.execute(String(statement)) }
-        }
-        return connection
-    }
-
-    static let columns = ["id", "body", "received", "remote_addr", "content_type", "sender", "scheme", "host"]
-
-    /// One statement for `rows` payloads (one round trip a batch), every value a bound parameter: only the
-    /// placeholders `($1, … $8), ($9, …)` are written out.
-    static func insert(rows: Int) -> String {
-        let tuples = (0..<rows).map { row in
-            "(" + columns.indices.map { "$\(row * columns.count + $0 + 1)" }.joined(separator: ", ") + ")"
-        }
-        return "INSERT INTO webhook_payloads (\(columns.joined(separator: ", "))) VALUES "
-            + tuples.joined(separator: ", ") + " ON CONFLICT (id) DO NOTHING"
-    }
-}
-
 /// Moves the payloads a handler stored in its spool's `new/` into PostgreSQL: insert (a payload already there is
-/// left as it is), commit, and only then move the file to `cur/`. A crash between the commit and the move is
-/// harmless: the next run inserts nothing and moves it. The handler's answers never depend on PostgreSQL.
+/// left as it is), commit (synchronously: the session sets `synchronous_commit = on`), and only then move the file
+/// to `cur/`. A crash between the commit and the move is harmless: the next run inserts nothing and moves it. The
+/// handler's answers never depend on PostgreSQL.
 public struct Forwarder: Sendable {
     public let spool: Spool
     public let databaseURL: String
     /// The handler host the payloads came through (recorded in each row).
     public let host: String
     public let batchSize: Int
-    /// Where its numbers go (node_exporter's textfile collector), if anywhere.
-    public var metrics: ForwarderMetrics?
+    /// A batch holds at most `batchSize` payloads and, unless one body alone is larger, at most this many bytes
+    /// of bodies (PostgreSQL refuses a message over 1 GiB).
+    public let batchBytes: Int
 
-    public init(spool: Spool, databaseURL: String, host: String, batchSize: Int = 500) {
+    public init(spool: Spool, databaseURL: String, host: String, batchSize: Int = 500, batchBytes: Int = 32 << 20) {
         self.spool = spool
         self.databaseURL = databaseURL
         self.host = host
         self.batchSize = min(max(1, batchSize), 8000)  // PostgreSQL binds at most 65,535 parameters, 8 a row
+        self.batchBytes = max(1, batchBytes)
     }
 
-    /// Connects, creates the table if needed, and says where it is connected.
-    func connect() throws(PostgresError) -> PostgresConnection {
+    /// What one pass did.
+    public struct Pass: Sendable {
+        public var forwarded = 0
+        /// Files in `new/` that could not be read whole (torn, unreadable): left there, each one logged.
+        public var unreadable = 0
+        /// Payloads PostgreSQL refused even alone: moved to `unforwardable/`, each one logged.
+        public var setAside = 0
+    }
+
+    /// A payload read from the spool.
+    typealias Item = (id: String, envelope: Envelope, body: [UInt8])
+
+    /// Connects, checks the schema, and says where it is connected.
+    func connect(stop: Int32 = -1) throws(PostgresError) -> PostgresConnection {
         if access("\(spool.directory)/.hook-slots", F_OK) == 0 {
-            Log.write(.warning, "the handler of \(spool.directory) also runs an --exec hook: each payload goes either to "
+            Log.write("warning: the handler of \(spool.directory) also runs an --exec hook: each payload goes either to "
                 + "the hook or to PostgreSQL; run the command with webhook-forwarder consume --exec instead")
         }
-        return try Schema.connect(databaseURL)
+        return try Schema.connect(databaseURL, stop: stop)
     }
 
-    /// Forwards everything now in `new/`, in transactions of `batchSize`; returns how many were forwarded.
-    func forwardWaiting(over connection: PostgresConnection) throws(PostgresError) -> Int {
-        var forwarded = 0
-        var tried: Set<String> = []  // a file that cannot be read or moved is not tried again in this pass
-        while true {
-            let ids = ((try? spool.waitingIDs()) ?? []).filter { !tried.contains($0) }.prefix(batchSize)
-            if ids.isEmpty { return forwarded }
-            tried.formUnion(ids)
-            let batch = ids.compactMap { id in spool.payload(id).map { (id, $0.envelope, $0.body) } }
-            if !batch.isEmpty {
-                do throws(PostgresError) { try connection.transaction { () throws(PostgresError) in
-                    try connection.execute(Schema.insert(rows: batch.count), batch.flatMap { id, envelope, body in
-                        [.text(id), .bytes(body), .text(envelope.received), text(envelope.remoteAddress),
-                         text(envelope.contentType), text(envelope.sender), text(envelope.scheme), .text(host)]
-                    })
-                    try connection.execute("SELECT pg_notify($1, '')", [.text(Schema.channel)])
-                } } catch {
-                    metrics?.batchFailed()
-                    throw error
+    /// The names in `new/`, or an error an operator must see (a wrong, missing or unreadable spool).
+    public func waiting() throws(PostgresError) -> [String] {
+        do { return try spool.waitingIDs() } catch { throw PostgresError("cannot read the spool: \(error)") }
+    }
+
+    /// Forwards everything now in `new/` (listed once: a pass reads each name once), in transactions of at most
+    /// `batchSize` payloads and `batchBytes` bytes. `reported` holds the unreadable files already logged.
+    func forwardWaiting(over connection: PostgresConnection, reported: inout Set<String>) throws(PostgresError) -> Pass {
+        var pass = Pass()
+        var batch: [Item] = [], bytes = 0
+        func flush() throws(PostgresError) {
+            let (inserted, refused) = try insert(batch, over: connection)
+            for item in inserted where !spool.markTaken(item.id) {
+                Log.write("forwarded \(item.id) but could not move it to cur/: \(String(cString: strerror(errno)))")
+            }
+            pass.forwarded += inserted.count
+            pass.setAside += refused
+            batch = []
+            bytes = 0
+        }
+        for id in try waiting() {
+            switch Self.item(at: spool.path("new", id)) {
+            case .some(let item):
+                if !batch.isEmpty && bytes + item.body.count > batchBytes { try flush() }
+                batch.append(item)
+                bytes += item.body.count
+                if batch.count >= batchSize { try flush() }
+            case .none where access(spool.path("new", id), F_OK) == 0:
+                pass.unreadable += 1
+                if reported.insert(id).inserted {
+                    Log.write("error: \(spool.path("new", id)) cannot be read whole (torn or unreadable): left in new/")
                 }
+            case .none: break  // gone: another forwarder moved it
             }
-            for (id, _, _) in batch where !spool.markTaken(id) {
-                Log.write(.error, "forwarded \(id) but could not move it to cur/: \(String(cString: strerror(errno)))")
+        }
+        if !batch.isEmpty { try flush() }
+        return pass
+    }
+
+    /// Inserts `items` in one transaction; if PostgreSQL refuses them for what they carry, in halves, down to a
+    /// single payload, which is then set aside. Returns what is now in the table, and how many were set aside.
+    func insert(_ items: [Item], over connection: PostgresConnection) throws(PostgresError) -> ([Item], Int) {
+        guard !items.isEmpty else { return ([], 0) }
+        do throws(PostgresError) {
+            try connection.transaction { () throws(PostgresError) in
+                try connection.execute(Schema.insert(rows: items.count), parameters(items))
+                try connection.execute("SELECT pg_notify($1, '')", [.text(Schema.channel)])
             }
-            forwarded += batch.count
+            return (items, 0)
+        } catch where error.isAboutTheData {
+            guard items.count > 1 else {
+                setAside(items[0].id, because: error)
+                return ([], 1)
+            }
+            let half = items.count / 2
+            let (first, a) = try insert(Array(items[..<half]), over: connection)
+            let (second, b) = try insert(Array(items[half...]), over: connection)
+            return (first + second, a + b)
         }
     }
 
-    private func text(_ value: String?) -> PostgresValue { value.map { .text($0) } ?? .null }
+    /// Moves a payload PostgreSQL will never take out of the way (`DIR/unforwardable/`), saying why.
+    func setAside(_ id: String, because error: PostgresError) {
+        let aside = "\(spool.directory)/unforwardable"
+        _ = mkdir(aside, 0o700)
+        let moved = rename(spool.path("new", id), "\(aside)/\(id)") == 0
+        Log.write("error: PostgreSQL refuses \(id) even alone (\(error)); "
+            + (moved ? "set aside in \(aside)/" : "cannot set it aside: \(String(cString: strerror(errno)))"))
+    }
 
-    /// `--once`: forwards what is there and returns how many, or throws if PostgreSQL cannot be reached or used
-    /// (then everything stays in `new/`).
-    public func forwardOnce() throws(PostgresError) -> Int {
-        let count = try forwardWaiting(over: try connect())
-        metrics?.forwarded(count, lagSeconds: spool.backlog().oldestSeconds ?? 0)
-        return count
+    /// The bound values of `Schema.insert` for `items`, in its column order.
+    private func parameters(_ items: [Item]) -> [PostgresValue] {
+        func text(_ value: String?) -> PostgresValue { value.map { .text($0) } ?? .null }
+        return items.flatMap { id, envelope, body in
+            [.text(id), .bytes(body), .text(envelope.received), text(envelope.remoteAddress),
+             text(envelope.contentType), text(envelope.sender), text(envelope.scheme), .text(host)]
+        }
+    }
+
+    /// A spool file's envelope and body, or nil if it is gone, unreadable or shorter than its envelope says.
+    static func item(at path: String) -> Item? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        guard let content = readAll(fd), let newline = content.firstIndex(of: UInt8(ascii: "\n")),
+              let envelope = try? JSONDecoder().decode(Envelope.self, from: Data(content[..<newline])),
+              content.count - newline - 1 == envelope.length
+        else { return nil }
+        return (envelope.id, envelope, Array(content[(newline + 1)...]))
+    }
+
+    /// `--once`: forwards what is there, or throws if the spool or PostgreSQL cannot be used (then everything
+    /// stays in `new/`).
+    public func forwardOnce() throws(PostgresError) -> Pass {
+        _ = try waiting()
+        var reported = Set<String>()
+        return try forwardWaiting(over: try connect(), reported: &reported)
+    }
+
+    /// `--from-cur --since T`: inserts again the payloads in `cur/` stored at or after `since` (seconds since the
+    /// epoch), leaving the files where they are; rows already there are left as they are. For a database that lost
+    /// recent commits (an asynchronous standby promoted, a restore).
+    public func forwardAgain(since: Double) throws(PostgresError) -> Pass {
+        let names: [String]
+        do { names = try directoryEntries(spool.path("cur")) } catch { throw PostgresError("cannot read the spool: \(error)") }
+        let connection = try connect()
+        var pass = Pass(), batch: [Item] = [], bytes = 0
+        for name in names {
+            var status = stat()
+            guard stat(spool.path("cur", name), &status) == 0, Double(status.st_mtim.tv_sec) >= since else { continue }
+            guard let item = Self.item(at: spool.path("cur", name)) else {
+                pass.unreadable += 1
+                Log.write("error: \(spool.path("cur", name)) cannot be read whole (torn or unreadable)")
+                continue
+            }
+            if batch.count >= batchSize || (!batch.isEmpty && bytes + item.body.count > batchBytes) {
+                pass.forwarded += try insertAgain(batch, over: connection)
+                batch = []
+                bytes = 0
+            }
+            batch.append(item)
+            bytes += item.body.count
+        }
+        pass.forwarded += try insertAgain(batch, over: connection)
+        return pass
+    }
+
+    private func insertAgain(_ items: [Item], over connection: PostgresConnection) throws(PostgresError) -> Int {
+        guard !items.isEmpty else { return 0 }
+        return try connection.transaction { () throws(PostgresError) in
+            let count = try connection.execute(Schema.insert(rows: items.count), parameters(items)).affected
+            try connection.execute("SELECT pg_notify($1, '')", [.text(Schema.channel)])
+            return count
+        }
     }
 
     /// The service: forwards as payloads arrive (woken by inotify on `new/`, with a look every `pollSeconds` as
     /// a backup), reconnecting with a growing pause (1 s … 30 s) while PostgreSQL cannot be reached. Returns when
-    /// SIGTERM or SIGINT comes.
-    public func serve(pollSeconds: Double = 5) {
+    /// SIGTERM or SIGINT comes; throws at once if the spool cannot be read.
+    public func serve(pollSeconds: Double = 5) throws(PostgresError) {
+        _ = try waiting()
         let stop = stopSignals()
         let watch = clinux_watch_directory(spool.path("new"))
         if watch < 0 {
-            Log.write(.warning, "cannot watch \(spool.path("new")) (\(String(cString: strerror(errno)))); "
+            Log.write("warning: cannot watch \(spool.path("new")) (\(String(cString: strerror(errno)))); "
                 + "looking every \(pollSeconds)s")
         }
+        var reported = Set<String>()
         serveReconnecting(stop: stop, failing: "cannot forward", waiting: "the payloads stay in new/") {
             () throws(PostgresError) in
-            let connection = try connect()
-            Log.write(.info, "connected to \(connection.server); forwarding \(spool.path("new"))")
+            let connection = try connect(stop: stop)
+            Log.write("connected to \(connection.server); forwarding \(spool.path("new"))")
             return connection
         } work: { connection throws(PostgresError) in
-            let count = try forwardWaiting(over: connection)
-            if count > 0 { Log.write(.info, "forwarded \(count) payloads") }
-            metrics?.forwarded(count, lagSeconds: spool.backlog().oldestSeconds ?? 0)
+            let pass = try forwardWaiting(over: connection, reported: &reported)
+            if pass.forwarded > 0 { Log.write("forwarded \(pass.forwarded) payloads") }
             let woken = Self.wait(for: [stop, watch], seconds: pollSeconds)
             if woken == watch { Self.drain(watch) }
             return woken != stop
@@ -162,8 +225,22 @@ public struct Forwarder: Sendable {
     }
 }
 
+extension Schema {
+    static let columns = ["id", "body", "received", "remote_addr", "content_type", "sender", "scheme", "host"]
+
+    /// One statement for `rows` payloads (one round trip a batch), every value a bound parameter: only the
+    /// placeholders `($1, … $8), ($9, …)` are written out.
+    static func insert(rows: Int) -> String {
+        let tuples = (0..<rows).map { row in
+            "(" + columns.indices.map { "$\(row * columns.count + $0 + 1)" }.joined(separator: ", ") + ")"
+        }
+        return "INSERT INTO webhook_payloads (\(columns.joined(separator: ", "))) VALUES "
+            + tuples.joined(separator: ", ") + " ON CONFLICT DO NOTHING"
+    }
+}
+
 /// SIGTERM and SIGINT, blocked, as a descriptor that becomes readable when one comes: the services stop between
-/// two pieces of work, never in the middle of one.
+/// two pieces of work, never in the middle of one, and give up any wait for PostgreSQL at once.
 func stopSignals() -> Int32 {
     var signals = sigset_t()
     sigemptyset(&signals)
@@ -185,11 +262,13 @@ func serveReconnecting(stop: Int32, failing: String, waiting: String,
             pause = 1
             while try work(connection) {}
             break
+        } catch where error.state == "stop" {
+            break
         } catch {
-            Log.write(.error, "\(failing): \(error); \(waiting); trying again in \(Int(pause))s")
+            Log.write("\(failing): \(error); \(waiting); trying again in \(Int(pause))s")
             if Forwarder.wait(for: [stop], seconds: pause) == stop { break }
             pause = min(30, pause * 2)
         }
     }
-    Log.write(.info, "stopped")
+    Log.write("stopped")
 }

@@ -63,17 +63,17 @@ public final class ForwarderMetrics: Sendable {
         let now = Clock.now()
         guard state.withLock({ now - $0.lastCount >= 10 }) else { return }
         let rows = try connection.execute("""
-            SELECT CASE WHEN state = 'pending' AND attempts > 0 THEN 'retrying' ELSE state END, count(*),
-                   coalesce(extract(epoch FROM now() - min(received) FILTER (WHERE state = 'pending')), 0)
+            SELECT CASE WHEN state = 'pending' AND attempts > 0 THEN 'retrying' ELSE state END, count(*)::text,
+                   coalesce(extract(epoch FROM now() - min(received) FILTER (WHERE state = 'pending')), 0)::text
             FROM webhook_payloads WHERE state <> 'done' GROUP BY 1
             """)
         state.withLock {
             var counts = ["pending": 0, "retrying": 0]
             var oldest = 0.0
-            for row in rows {
-                guard let name = row[0], let count = row[1].flatMap({ Int($0) }) else { continue }
+            for row in rows.rows {
+                guard let name = row.text(0), let count = row.int(1) else { continue }
                 counts[name] = count
-                oldest = max(oldest, row[2].flatMap { Double($0) } ?? 0)
+                oldest = max(oldest, row.text(2).flatMap { Double($0) } ?? 0)
             }
             $0.rows = counts
             $0.oldestPendingSeconds = oldest

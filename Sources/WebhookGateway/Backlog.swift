@@ -54,7 +54,7 @@ struct JournalBacklog {
             var first = true
             // Hops from record to record by their lengths: between the two positions every record is whole (a
             // checkpoint may reset the slot meanwhile; then this count is a moment old, as any gauge).
-            while offset < end, let head = slot.read(JournalSlot.recordHeaderSize, at: offset) {
+            while offset < end, let head = try? slot.read(JournalSlot.recordHeaderSize, at: offset) {
                 let length = Int(head.littleEndian(UInt32.self, at: 0))
                 guard length >= 2 else { break }
                 if first, let received = Self.receiveTime(slot: slot, at: offset, length: length) {
@@ -70,8 +70,8 @@ struct JournalBacklog {
     /// The `received` time of the record at `offset` (its envelope line's), in Unix seconds.
     private static func receiveTime(slot: JournalSlot, at offset: Int, length: Int) -> Double? {
         let start = offset + JournalSlot.recordHeaderSize
-        guard let idLength = slot.read(2, at: start).map({ Int($0.littleEndian(UInt16.self, at: 0)) }),
-              let line = slot.read(min(length - 2 - idLength, 4096), at: start + 2 + idLength)
+        guard let idLength = (try? slot.read(2, at: start)).map({ Int($0.littleEndian(UInt16.self, at: 0)) }),
+              let line = try? slot.read(min(length - 2 - idLength, 4096), at: start + 2 + idLength)
         else { return nil }
         let marker = Array(#""received":""#.utf8)
         guard let at = line.firstRange(of: marker)?.upperBound, line.count >= at + 19 else { return nil }

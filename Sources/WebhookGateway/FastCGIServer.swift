@@ -17,8 +17,9 @@ import Glibc
 ///   connection the web server keeps open goes on serving it until the web server closes it (nginx does after
 ///   `keepalive_timeout`, or `keepalive_requests`). A handler that closed it instead could race with nginx sending
 ///   the next request on it, which nginx answers 502. After `graceSeconds`, what is left is killed.
-/// - `SIGHUP`: the supervisor executes its binary again (a new build, new configuration) in the same process, on
-///   the same listening socket; the new workers serve at once while the old ones finish as on SIGTERM.
+/// - `SIGHUP`: the supervisor checks the configuration with its binary (a new build, new secrets) in a process of
+///   its own, then executes the binary again in the same process, on the same listening socket; the new workers
+///   serve at once while the old ones finish as on SIGTERM. If the check fails, nothing changes (``Reload``).
 public struct FastCGIServer: Sendable {
     /// Where requests come from.
     public enum Listener: Sendable, Equatable {
@@ -62,11 +63,17 @@ public struct FastCGIServer: Sendable {
 
     /// True when fd 0 is a listening socket, i.e. a FastCGI process manager started us. Asked of the kernel
     /// directly: libfcgi's own test (`FCGX_IsCGI`) installs signal handlers, which a CGI must not have.
-    public static var isHandedListener: Bool {
+    public static var isHandedListener: Bool { isListening(0) }
+
+    static func isListening(_ fd: Int32) -> Bool {
         var listening: Int32 = 0
         var size = socklen_t(MemoryLayout<Int32>.size)
-        return getsockopt(0, SOL_SOCKET, SO_ACCEPTCONN, &listening, &size) == 0 && listening == 1
+        return getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &size) == 0 && listening == 1
     }
+
+    /// How long a worker waits in `accept` before it looks at its journal (a checkpoint when idle, as
+    /// ``JournalHold/idleTimeout`` says); without a journaled spool it waits for ever.
+    static let acceptTimeoutSeconds = 5
 
     /// The default worker count: four per online CPU, eight with a journaled spool. A worker serves one connection
     /// at a time, and nginx's kept-alive connections (deploy/nginx/webhook.conf: `keepalive 2` per nginx worker,
@@ -81,6 +88,10 @@ public struct FastCGIServer: Sendable {
 
     /// Serves until SIGTERM or SIGINT, then lets in-flight requests finish; returns the exit status.
     public func run() throws(SystemError) -> Int32 {
+        if Reload.isCheck {
+            Log.write("reload: the configuration checks out (\(listener.description), \(workers) workers)")
+            return 0
+        }
         try check("FCGX_Init", FCGX_Init())
         // FCGX_Init installs a SIGUSR1 handler without SA_RESTART, so a stray SIGUSR1 would fail a body read
         // mid-request; nothing here uses SIGUSR1. SIGPIPE: a web server that went away is a failed write.
@@ -91,10 +102,13 @@ public struct FastCGIServer: Sendable {
 
         let handover = Handover.take()
         let socket = if let handover { handover.socket } else { try openListener() }
-        // Nothing the handler starts may inherit the socket (a hook's background process would keep the port);
-        // non-blocking, because every idle worker wakes for a connection and all but one find it taken.
+        // Nothing the handler starts may inherit the socket (a hook's background process would keep the port).
+        // Blocking: idle workers wait in accept(2) itself, where the kernel wakes one of them per connection
+        // (``Worker``), with a time-out when the journal needs idle workers to look at it.
         _ = fcntl(socket, F_SETFD, FD_CLOEXEC)
-        _ = fcntl(socket, F_SETFL, fcntl(socket, F_GETFL) | O_NONBLOCK)
+        _ = fcntl(socket, F_SETFL, fcntl(socket, F_GETFL) & ~O_NONBLOCK)
+        var acceptLimit = timeval(tv_sec: journaledSpool == nil ? 0 : Self.acceptTimeoutSeconds, tv_usec: 0)
+        setsockopt(socket, SOL_SOCKET, SO_RCVTIMEO, &acceptLimit, socklen_t(MemoryLayout<timeval>.size))
         var server = self
         server.responder.scoreboard = Scoreboard(workers: workers)
         server.journalBoard = journaledSpool == nil ? nil : JournalBoard()
@@ -120,6 +134,7 @@ public struct FastCGIServer: Sendable {
         for _ in 0..<workers { supervisor.spawn() }
         supervisor.spawnNamer()
         supervisor.retire(handover?.workers ?? [])
+        supervisor.requesters = handover?.requesters ?? []
         let status = supervisor.superviseUntilStopped()
         if case .unixSocket(let path, _) = listener { unlink(path) }
         return status
@@ -146,43 +161,6 @@ public struct FastCGIServer: Sendable {
     }
 }
 
-/// What one start hands the next across `SIGHUP`'s re-execution: the listening socket and the workers still
-/// finishing. Carried in two environment variables, read and removed at once.
-struct Handover {
-    static let socketVariable = "WEBHOOK_HANDOVER_SOCKET"
-    static let workersVariable = "WEBHOOK_HANDOVER_WORKERS"
-
-    let socket: Int32
-    let workers: [pid_t]
-
-    static func take() -> Handover? {
-        defer { unsetenv(socketVariable); unsetenv(workersVariable) }
-        guard let text = Environment.value(socketVariable), let socket = Int32(text) else { return nil }
-        let workers = (Environment.value(workersVariable) ?? "").split(separator: ",").compactMap { pid_t($0) }
-        return Handover(socket: socket, workers: workers)
-    }
-
-    /// Replaces this process with `executable` run as before, handing it `socket`; returns only if that failed.
-    static func reexecute(_ executable: String, socket: Int32, workers: [pid_t]) -> SystemError {
-        setenv(socketVariable, String(socket), 1)
-        setenv(workersVariable, workers.map(String.init).joined(separator: ","), 1)
-        _ = fcntl(socket, F_SETFD, 0)
-        let failure = withCStrings(CommandLine.arguments) { argv in execv(executable, argv) == 0 ? 0 : errno }
-        _ = fcntl(socket, F_SETFD, FD_CLOEXEC)
-        unsetenv(socketVariable)
-        unsetenv(workersVariable)
-        return SystemError(operation: "execute \(executable)", code: failure)
-    }
-
-    /// This program's path, read at start-up: after an upgrade has replaced the file, the path names the new one.
-    static let executable: String = {
-        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-        let count = readlink("/proc/self/exe", &buffer, buffer.count - 1)
-        return count > 0 ? String(decoding: buffer[..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
-            : CommandLine.arguments[0]
-    }()
-}
-
 /// The supervising process: keeps `workers` processes alive, restarts itself on SIGHUP and stops gracefully.
 private struct Supervisor {
     let server: FastCGIServer
@@ -199,6 +177,8 @@ private struct Supervisor {
     /// The process naming journaled payloads (with a journaled spool), and when it is due again after it died.
     var namer: pid_t?
     var namerDue: Double?
+    /// `webhook-handler reload` requests waiting until no worker of an earlier start is left (pidfds).
+    var requesters: [Int32] = []
 
     init(server: FastCGIServer, socket: Int32, signals: sigset_t) {
         self.server = server
@@ -258,7 +238,8 @@ private struct Supervisor {
         var deadline: Double?
         while true {
             var tick = timespec(tv_sec: 0, tv_nsec: 200_000_000)
-            let signal = sigtimedwait(&signals, nil, &tick)
+            var info = siginfo_t()
+            let signal = sigtimedwait(&signals, &info, &tick)
             if (signal == SIGTERM || signal == SIGINT) && deadline == nil {
                 deadline = Clock.now() + server.graceSeconds
                 Log.write(.info, "\(signal == SIGTERM ? "SIGTERM" : "SIGINT"): stopping; \(started.count + retiring.count) "
@@ -266,13 +247,13 @@ private struct Supervisor {
                 retire(Array(started.keys) + (namer.map { [$0] } ?? []))
                 (started, namer, namerDue) = ([:], nil, nil)
             }
-            if signal == SIGHUP && deadline == nil {
-                Log.write(.info, "SIGHUP: starting \(Handover.executable) again on the same socket")
-                let failure = Handover.reexecute(Handover.executable, socket: socket,
-                                                 workers: Array(started.keys) + Array(retiring) + (namer.map { [$0] } ?? []))
-                Log.write(.error, "cannot start again: \(failure); going on as before")
-            }
+            if signal == SIGHUP && deadline == nil { startAgain(requester: Reload.requester(of: info)) }
             reap()
+            if !requesters.isEmpty && retiring.isEmpty {
+                Log.write("reload: every worker of the last start has finished")
+                for requester in requesters { Reload.answer(requester, Reload.done) }
+                requesters = []
+            }
             if let deadline {
                 if retiring.isEmpty { break }
                 // Repeat the signal: a worker that was forking when it first came may have missed it.
@@ -290,6 +271,22 @@ private struct Supervisor {
         }
         Log.write(.info, "stopped")
         return 0
+    }
+
+    /// SIGHUP: checks the configuration with the binary now at ``Handover/executable``, then executes it in this
+    /// process; if either fails, goes on as before and tells `requester` (a pidfd, or -1).
+    private mutating func startAgain(requester: Int32) {
+        if let problem = Reload.check(Handover.executable, socket: socket) {
+            Log.write("SIGHUP: not started again: \(problem); going on with the running binary")
+            Reload.answer(requester, Reload.refused)
+            return
+        }
+        Log.write("SIGHUP: configuration checked; starting \(Handover.executable) again on the same socket")
+        let failure = Handover.reexecute(Handover.executable, socket: socket,
+                                         workers: Array(started.keys) + Array(retiring) + (namer.map { [$0] } ?? []),
+                                         requesters: requesters + (requester >= 0 ? [requester] : []))
+        Log.write("cannot start again: \(failure); going on as before")
+        Reload.answer(requester, Reload.refused)
     }
 
     private mutating func reap() {
@@ -336,10 +333,11 @@ private struct Worker {
 
     /// Returns the worker's exit status.
     func serve() -> Int32 {
-        // SIGTERM and SIGINT arrive as a readable descriptor between requests, never as an interruption inside one.
+        // SIGTERM and SIGINT arrive as a readable descriptor between requests, never as an interruption inside one;
+        // in accept, they end the wait (``AcceptInterruption``).
         let stop = Signals.stopDescriptor()
-        guard stop >= 0 else {
-            Log.write(.error, "worker cannot serve: signalfd: \(String(cString: strerror(errno)))")
+        guard stop >= 0, AcceptInterruption.install(listening: socket) else {
+            Log.write(.error, "worker cannot serve: \(stop < 0 ? "signalfd" : "sigaction"): \(String(cString: strerror(errno)))")
             return 1
         }
         let request: FastCGIRequest
@@ -368,16 +366,13 @@ private struct Worker {
                 return 0
             }
             server.responder.scoreboard?.mark(.idle)  // no kept connection (any more)
-            // Every idle worker wakes for a new connection and all but one find it taken (EAGAIN). That costs a
-            // little CPU, but a burst of connections is spread over the idle workers at once; with EPOLLEXCLUSIVE
-            // one woken worker took them one after another, and the recipe's p99 under 32 clients rose from
-            // 42 ms to 170-320 ms (Tests/Integration/nginx.sh, section 5).
-            switch wait(for: socket, stop: stop, timeout: journal.idleTimeout) {
+            let connection: Int32
+            switch accept() {
             case .stop: stopping = true; continue
             case .timedOut: _ = journal.checkpointWhenIdle(); continue
-            case .ready: break
+            case .again: continue
+            case .connection(let accepted): connection = accepted
             }
-            guard let connection = accept() else { continue }
             if request.begin(on: connection, timeoutSeconds: server.readTimeoutSeconds) { serveRequest(request, &journal) }
         }
     }
@@ -405,21 +400,33 @@ private struct Worker {
         return .ready
     }
 
-    /// Takes the waiting connection, if another worker did not take it first.
-    private func accept() -> Int32? {
+    enum Accepted { case connection(Int32), stop, timedOut, again }
+
+    /// Waits for a new connection in a blocking accept(2), as libfcgi's own workers do: the kernel queues the
+    /// waiting workers and wakes one per connection, which takes it (a poll on the shared socket woke every idle
+    /// worker, all but one in vain; epoll's EPOLLEXCLUSIVE left a burst queued behind the one worker it woke).
+    /// The stop signals are let in only here, where ``AcceptInterruption`` makes them end the wait.
+    private func accept() -> Accepted {
+        var stopSignals = Signals.set([SIGTERM, SIGINT])
+        sigprocmask(SIG_UNBLOCK, &stopSignals, nil)
         let connection = clinux_accept_cloexec(socket)
+        let failure = errno
+        sigprocmask(SIG_BLOCK, &stopSignals, nil)
         guard connection >= 0 else {
-            switch errno {
-            case EAGAIN, EWOULDBLOCK, EINTR, ECONNABORTED, EPROTO:
-                break
+            // A stop signal came (before or during the wait): the descriptor is now a spare that listens on nothing.
+            // One that comes just after a connection was taken is seen at the next accept.
+            if !FastCGIServer.isListening(socket) { return .stop }
+            switch failure {
+            case EAGAIN, EWOULDBLOCK: return .timedOut
+            case EINTR, ECONNABORTED, EPROTO: return .again
             default:  // EMFILE, ENFILE, ENOBUFS, ENOMEM: out of something; pause rather than spin on it
-                Log.write(.error, "worker cannot accept: \(String(cString: strerror(errno))); pausing 1s")
+                Log.write(.error, "worker cannot accept: \(String(cString: strerror(failure))); pausing 1s")
                 sleep(1)
+                return .again
             }
-            return nil
         }
-        guard isAllowed(connection) else { close(connection); return nil }
-        return connection
+        guard isAllowed(connection) else { close(connection); return .again }
+        return .connection(connection)
     }
 
     /// TCP: only `FCGI_WEB_SERVER_ADDRS` may connect, and responses go out without Nagle's delay.

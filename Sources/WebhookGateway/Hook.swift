@@ -1,3 +1,4 @@
+import CLinux
 import WebhookCore
 
 #if canImport(Glibc)
@@ -9,12 +10,19 @@ import Glibc
 ///
 /// With a spool the command runs after the 200 has been sent, in runner processes of its own, at most
 /// `concurrency` at a time across all workers; success moves the file from `new/` to `cur/`, failure leaves it in
-/// `new/` for `webhook-handler spool retry`. Without a spool it runs before the answer (again at most `concurrency`
-/// at a time), and its failure answers 502.
+/// `new/` for a later attempt (HookAttempts.swift: backoff, `maxAttempts`, the failed state). Without a spool it
+/// runs before the answer (again at most `concurrency` at a time), and its failure answers 502. docs/hooks.md has
+/// the guarantees.
 public struct Hook: Sendable {
     public let command: String
+    /// The whole run, output and exit; then SIGTERM, and SIGKILL `graceSeconds` later.
     public let timeoutSeconds: Double
+    public var graceSeconds: Double = 2
     public let concurrency: Int
+    /// Runs of one payload (on the spool) before it is failed and left for `spool retry`.
+    public var maxAttempts: Int
+    /// The wait after the first failed attempt; it doubles with each further one (with jitter), up to an hour.
+    public var backoffSeconds: Double
     /// Where a FastCGI server counts the runs for its status page.
     public var scoreboard: Scoreboard?
     /// Without a spool, the directory of the slots that bound how many commands run at once (a FastCGI server
@@ -22,10 +30,22 @@ public struct Hook: Sendable {
     public var privateSlotsDirectory: String?
     var privateSlots: HookSlots? { privateSlotsDirectory.map { HookSlots(directory: $0, count: concurrency) } }
 
-    public init(command: String, timeoutSeconds: Double = 30, concurrency: Int = 2) {
+    /// 20 attempts, 30 s doubling to an hour: ~13 hours, an application down overnight still gets its payloads,
+    /// and one that can never take them is failed within a working day, where an operator sees it.
+    public static let defaultMaxAttempts = 20
+    public static let defaultBackoffSeconds = 30.0
+    /// EX_DATAERR (sysexits.h, 65): "the input data was incorrect". The command exits with it when this payload can
+    /// never succeed, so it is failed at once instead of retried; mail transfer agents read it the same way from
+    /// the programs they pipe mail to. Any other failure (and EX_TEMPFAIL, 75) is retried.
+    public static let giveUpStatus: Int32 = 65
+
+    public init(command: String, timeoutSeconds: Double = 30, concurrency: Int = 2,
+                maxAttempts: Int = Hook.defaultMaxAttempts, backoffSeconds: Double = Hook.defaultBackoffSeconds) {
         self.command = command
         self.timeoutSeconds = timeoutSeconds
         self.concurrency = max(1, concurrency)
+        self.maxAttempts = max(1, maxAttempts)
+        self.backoffSeconds = max(0, backoffSeconds)
     }
 
     /// How a run ended, in words for the log.
@@ -34,77 +54,92 @@ public struct Hook: Sendable {
         public let summary: String
         /// It ran out of time and was killed.
         public var timedOut = false
+        /// The command's exit status, if it exited (rather than being killed, or never started).
+        public var exitStatus: Int32?
+
+        /// It exited with ``Hook/giveUpStatus``: no later attempt can succeed.
+        public var givesUp: Bool { exitStatus == Hook.giveUpStatus }
     }
 
-    /// Runs the command with `input` (a readable descriptor, positioned at the body) as stdin; waits for it, up to
-    /// the timeout, after which its whole process group is killed.
-    public func run(input: Int32, envelope: Envelope, file: String?) -> Result {
+    /// Runs the command with `input` (a readable descriptor, positioned at the body) as stdin, as attempt number
+    /// `attempt` (`WEBHOOK_ATTEMPT`). The time-out covers the whole run, output and exit: then its process group
+    /// and everything it started get SIGTERM, `graceSeconds` later SIGKILL. A guard process (CLinux's
+    /// hook_guard.h) runs it, so that nothing of the run outlives it, nor this process should it be killed.
+    public func run(input: Int32, envelope: Envelope, file: String?, attempt: Int = 1) -> Result {
         let started = Clock.now()
-        var output: [Int32] = [-1, -1]
+        var output: [Int32] = [-1, -1], report: [Int32] = [-1, -1]
         guard pipe(&output) == 0 else { return Result(succeeded: false, summary: "pipe: \(String(cString: strerror(errno)))") }
         defer { close(output[0]) }
-        // Close-on-exec: the command gets the write end as its stdout and stderr only, so that a background process
-        // it starts (with its own output elsewhere) does not keep the pipe open and the run waiting.
-        for fd in output { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
-
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_adddup2(&actions, input, 0)
-        posix_spawn_file_actions_adddup2(&actions, output[1], 1)
-        posix_spawn_file_actions_adddup2(&actions, output[1], 2)
-        posix_spawn_file_actions_addclose(&actions, output[0])
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        // Its own process group (to kill it whole on time-out), no blocked signals, default dispositions (the
-        // handler ignores SIGPIPE and blocks SIGTERM while serving; a command should not inherit either).
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-        var none = Signals.set([])
-        posix_spawnattr_setsigmask(&attributes, &none)
-        var defaults = Signals.set([SIGPIPE, SIGTERM, SIGINT, SIGHUP, SIGCHLD, SIGUSR1])
-        posix_spawnattr_setsigdefault(&attributes, &defaults)
-
-        let arguments = ["/bin/sh", "-c", command]
-        let environment = Self.environment(envelope: envelope, file: file)
-        var pid: pid_t = 0
-        let spawned = withCStrings(arguments) { argv in
-            withCStrings(environment) { envp in posix_spawn(&pid, "/bin/sh", &actions, &attributes, argv, envp) }
+        guard pipe(&report) == 0 else {
+            close(output[1])
+            return Result(succeeded: false, summary: "pipe: \(String(cString: strerror(errno)))")
+        }
+        defer { close(report[0]) }
+        // Close-on-exec: the command gets the write end as its stdout and stderr only, and nothing else of ours.
+        for fd in output + report { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+        let environment = Self.environment(envelope: envelope, file: file, attempt: attempt)
+        let guardian = withCStrings(["/bin/sh", "-c", command]) { argv in
+            withCStrings(environment) { envp in
+                clinux_hook_spawn("/bin/sh", argv, envp, input, output[1], report[1], Int64(timeoutSeconds * 1000),
+                                  Int64(graceSeconds * 1000))
+            }
         }
         close(output[1])
-        guard spawned == 0 else { return Result(succeeded: false, summary: "cannot start: \(String(cString: strerror(spawned)))") }
+        close(report[1])
+        guard guardian > 0 else { return Result(succeeded: false, summary: "cannot start: \(String(cString: strerror(errno)))") }
 
-        let (text, timedOut) = collect(output[0], until: started + timeoutSeconds)
-        if timedOut { kill(-pid, SIGKILL) }
-        var status: Int32 = 0
-        _ = retryingOnInterrupt { waitpid(pid, &status, 0) }
+        let (text, guardStatus) = collect(output[0], until: guardian, deadline: started + timeoutSeconds + graceSeconds + 5)
+        var outcome = clinux_hook_report()
+        let got = withUnsafeMutableBytes(of: &outcome) { read(report[0], $0.baseAddress, $0.count) }
         let took = AccessRecord.milliseconds(Clock.now() - started)
         let lines = text.split(whereSeparator: \.isNewline).joined(separator: " | ")
         let said = lines.isEmpty ? "" : "; output: \(Log.printable(lines, limit: 500))"
-        if timedOut {
+        guard got == MemoryLayout<clinux_hook_report>.size else {
+            return Result(succeeded: false, summary: "its guard \(Signals.describe(waitStatus: guardStatus)) without a report\(said)")
+        }
+        if outcome.timed_out != 0 {
             return Result(succeeded: false, summary: "timed out after \(timeoutSeconds)s and was killed\(said)", timedOut: true)
         }
-        return Result(succeeded: status == 0, summary: "\(Signals.describe(waitStatus: status)) in \(took)ms\(said)")
+        let exited = outcome.status & 0x7f == 0 ? (outcome.status >> 8) & 0xff : nil
+        return Result(succeeded: exited == 0, summary: "\(Signals.describe(waitStatus: outcome.status)) in \(took)ms\(said)",
+                      exitStatus: exited)
     }
 
-    /// Reads the command's output until it closes (or the deadline passes), keeping the first 2 KiB.
-    private func collect(_ fd: Int32, until deadline: Double) -> (String, timedOut: Bool) {
+    /// Reads the command's output (keeping the first 2 KiB) until its guard has exited, and reaps the guard. Past
+    /// `deadline` (the guard's own deadline and grace, and a margin) the guard is killed, and the command with it.
+    private func collect(_ fd: Int32, until guardian: pid_t, deadline: Double) -> (String, status: Int32) {
+        let exited = clinux_pidfd_open(guardian)
+        defer { if exited >= 0 { close(exited) } }
         var kept = [UInt8]()
         var chunk = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let left = deadline - Clock.now()
-            if left <= 0 { return (String(decoding: kept, as: UTF8.self), true) }
-            var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            if retryingOnInterrupt({ poll(&poller, 1, Int32(min(left * 1000, 1000))) }) <= 0 { continue }
+        var open = true
+        var status: Int32 = 0
+        func readOnce() -> Bool {
             let count = chunk.withUnsafeMutableBytes { buffer in retryingOnInterrupt { read(fd, buffer.baseAddress, buffer.count) } }
-            if count <= 0 { return (String(decoding: kept, as: UTF8.self), false) }
-            kept += chunk[..<min(count, max(0, 2048 - kept.count))]
+            if count > 0 { kept += chunk[..<min(count, max(0, 2048 - kept.count))] }
+            return count > 0
         }
+        while case let reaped = waitpid(guardian, &status, WNOHANG), reaped == 0 || (reaped < 0 && errno == EINTR) {
+            if Clock.now() > deadline {
+                kill(guardian, SIGKILL)
+                _ = retryingOnInterrupt { waitpid(guardian, &status, 0) }
+                break
+            }
+            // Without a pidfd (Linux < 5.3), look again every 20 ms.
+            var watched = [pollfd(fd: open ? fd : -1, events: Int16(POLLIN), revents: 0),
+                           pollfd(fd: exited, events: Int16(POLLIN), revents: 0)]
+            _ = retryingOnInterrupt { poll(&watched, 2, exited >= 0 ? 1000 : 20) }
+            if open && watched[0].revents != 0 { open = readOnce() }
+        }
+        // Everything of the run is gone now: what is left in the pipe can be read without waiting.
+        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+        while open && readOnce() {}
+        return (String(decoding: kept, as: UTF8.self), status)
     }
 
     /// `PATH` and the payload's facts; nothing else of the handler's environment (which, as a CGI, holds the
     /// request's headers, and may hold the secret).
-    static func environment(envelope: Envelope, file: String?) -> [String] {
+    static func environment(envelope: Envelope, file: String?, attempt: Int = 1) -> [String] {
         var variables = [
             "PATH=\(Environment.value("PATH") ?? "/usr/local/bin:/usr/bin:/bin")",
             "WEBHOOK_ID=\(envelope.id)",
@@ -114,6 +149,7 @@ public struct Hook: Sendable {
             "WEBHOOK_CONTENT_TYPE=\(envelope.contentType ?? "")",
             "WEBHOOK_SENDER=\(envelope.sender ?? "")",
             "WEBHOOK_SCHEME=\(envelope.scheme ?? "")",
+            "WEBHOOK_ATTEMPT=\(attempt)",
             "WEBHOOK_REQUEST_ID=\(envelope.requestID ?? "")",
         ]
         if let file { variables.append("WEBHOOK_FILE=\(file)") }
@@ -133,8 +169,8 @@ extension Hook {
     }
 
     /// Runs the command with `body` on stdin (buffered in an unnamed temporary file, so that the command may read
-    /// it at its own pace).
-    public func run(body: [UInt8], envelope: Envelope) -> Result {
+    /// it at its own pace), as attempt `attempt`.
+    public func run(body: [UInt8], envelope: Envelope, attempt: Int = 1) -> Result {
         var template = Array("\(Environment.value("TMPDIR") ?? "/tmp")/webhook-body.XXXXXX".utf8CString)
         let fd = mkstemp(&template)
         guard fd >= 0 else { return Result(succeeded: false, summary: "cannot buffer the body: \(String(cString: strerror(errno)))") }
@@ -144,7 +180,7 @@ extension Hook {
         guard writeAll(fd, body) == nil, lseek(fd, 0, SEEK_SET) == 0 else {
             return Result(succeeded: false, summary: "cannot buffer the body: \(String(cString: strerror(errno)))")
         }
-        return run(input: fd, envelope: envelope, file: nil)
+        return run(input: fd, envelope: envelope, file: nil, attempt: attempt)
     }
 
     /// With a spool, after a new payload was stored: if fewer than `concurrency` runners are at work, start one.
@@ -155,7 +191,7 @@ extension Hook {
     /// and has nothing to reap, and the runner holds neither the web server's connection nor the listening socket.
     /// `logFile` replaces stderr in it: a CGI's stderr is a pipe the web server reads to its end before it
     /// finishes the request, so a CGI's runner logs to `DIR/hook.log` instead.
-    func startRunner(for spool: Spool, logFile: String?) {
+    public func startRunner(for spool: Spool, logFile: String?) {
         let slots = HookSlots(spool: spool, count: concurrency)
         guard let slot = slots.tryAcquire() else { return }  // every runner is busy; one of them will take it
         let child = fork()
@@ -185,39 +221,77 @@ extension Hook {
         }
     }
 
-    /// A runner's life: deliver every payload in `new/` whose hook has not failed, until a pass finds none; then
-    /// give the slot back — and look once more, because a payload stored just before that found every slot taken
-    /// and counted on this runner.
+    /// A runner's life: deliver every payload in `new/` that is due (not failed, its backoff passed), until a pass
+    /// finds none. While some wait for a later attempt, one runner (the holder of `.hook-slots/timer`) stays,
+    /// sleeping until the earliest is due or a payload arrives in `new/`: retries need no cron. Then it gives the
+    /// slot back — and looks once more, because a payload stored just before that found every slot taken and
+    /// counted on this runner. A runner ends when `new/` is gone too (its spool was removed).
     func drain(_ spool: Spool, holding slot: Int32, of slots: HookSlots) {
         var slot = slot
+        var timer: Int32 = -1, arrivals: Int32 = -1
+        defer { for fd in [timer, arrivals] where fd >= 0 { close(fd) } }
         while true {
+            guard let ids = try? spool.waitingIDs() else { close(slot); return }
             var handled = 0
-            for id in (try? spool.waitingIDs()) ?? [] where !spool.hookFailed(id) {
-                if case .ran = deliver(id, from: spool) { handled += 1 }
+            var nextDue = Double.infinity
+            for id in ids {
+                switch deliver(id, from: spool, onlyIfDue: true) {
+                case .ran: handled += 1
+                case .notDue(let due): nextDue = min(nextDue, due)
+                case .busy, .gone: break
+                }
             }
             if handled > 0 { continue }
+            if nextDue < .infinity {
+                if timer < 0 { timer = slots.tryAcquireTimer() ?? -1 }
+                if timer >= 0 {
+                    if arrivals < 0 { arrivals = clinux_watch_directory(spool.path("new")) }
+                    Self.sleep(until: nextDue, orArrivalOn: arrivals)
+                    continue
+                }
+            }
             close(slot)
-            let pending = ((try? spool.waitingIDs()) ?? []).contains { !spool.hookFailed($0) && spool.isFree($0) }
+            let now = wallClock()
+            let pending = ids.contains { spool.hookIsDue($0, base: backoffSeconds, now: now) && spool.isFree($0) }
             guard pending, let again = slots.tryAcquire() else { return }
             slot = again
         }
     }
 
+    /// Sleeps until `due` (wall-clock), at most a minute (failures of other runners are noticed that late), or until
+    /// something is created in the directory `arrivals` watches (or it is removed).
+    static func sleep(until due: Double, orArrivalOn arrivals: Int32) {
+        let seconds = min(60, max(0.01, due - wallClock()))
+        var watched = pollfd(fd: arrivals, events: Int16(POLLIN), revents: 0)
+        if arrivals < 0 {
+            usleep(UInt32(seconds * 1_000_000))
+        } else if retryingOnInterrupt({ poll(&watched, 1, Int32(seconds * 1000)) }) > 0 {
+            var events = [UInt8](repeating: 0, count: 4096)
+            while events.withUnsafeMutableBytes({ read(arrivals, $0.baseAddress, $0.count) }) > 0 {}
+        }
+    }
+
     /// What became of one payload.
     public enum Delivery: Sendable, Equatable {
-        /// The command ran: it succeeded (the file is now in `cur/`) or not (it stays in `new/`, marked failed).
+        /// The command ran: it succeeded (the file is now in `cur/`) or not (it stays in `new/`, its failure
+        /// recorded; after the last attempt it is failed).
         case ran(succeeded: Bool)
         /// Another runner (or `spool retry`) has it right now.
         case busy
         /// It is no longer in `new/`.
         case gone
+        /// Asked for due payloads only: it is failed, or waits for its backoff until this wall-clock time
+        /// (infinity when failed).
+        case notDue(Double)
     }
 
-    /// Runs the command on `new/ID` while holding the file's lock (so no two runners run it at once), and moves
-    /// the file to `cur/` on success. A failure, including a failed move, leaves it in `new/` with its reason in
-    /// `.hook-failed/ID`, which runners skip and `spool retry` does not.
+    /// Runs the command on `new/ID` while holding the file's lock (so no two runners run it at once), as its next
+    /// attempt, and moves the file to `cur/` on success. A failure, including a failed move, leaves it in `new/`
+    /// with its reason appended to `.hook-failed/ID`; the last allowed attempt, or the command's exit with
+    /// ``giveUpStatus``, fails it (`.hook-given-up/ID`). `onlyIfDue` (runners) leaves failed payloads and those
+    /// whose backoff has not passed; `spool retry` runs them all.
     @discardableResult
-    public func deliver(_ id: String, from spool: Spool) -> Delivery {
+    public func deliver(_ id: String, from spool: Spool, onlyIfDue: Bool = false) -> Delivery {
         let file = spool.path("new", id)
         let fd = open(file, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return .gone }
@@ -226,20 +300,41 @@ extension Hook {
         // Between our open and our lock another runner may have finished with it and moved it on.
         var opened = stat(), named = stat()
         guard fstat(fd, &opened) == 0, stat(file, &named) == 0, opened.st_ino == named.st_ino else { return .gone }
-        func failed(_ reason: String) -> Delivery {
-            Log.write(.warning, "hook \(id): \(reason); left in new/ for spool retry")
-            spool.markHookFailed(id, reason: reason)
+        let attempts = spool.hookAttempts(id)
+        if onlyIfDue {
+            if attempts.givenUp { return .notDue(.infinity) }
+            let due = attempts.due(id: id, base: backoffSeconds)
+            if due > wallClock() { return .notDue(due) }
+        }
+        let attempt = attempts.failures + 1
+        func failed(_ reason: String, givingUp: Bool = false) -> Delivery {
+            spool.recordHookFailure(id, attempt: attempt, reason: reason)
+            if givingUp || attempt >= maxAttempts || attempts.givenUp {
+                let why = givingUp ? "the command gave up (exit \(Self.giveUpStatus))" : "\(attempt) attempts failed"
+                spool.markHookGivenUp(id, reason: "\(why): \(reason)")
+                Log.write(.error, "hook \(id): attempt \(attempt) \(reason); \(why), failed: left in new/ for spool retry")
+            } else {
+                let wait = HookAttempts.backoff(afterFailures: attempt, base: backoffSeconds, id: id)
+                Log.write(.warning, "hook \(id): attempt \(attempt) \(reason); left in new/, next attempt in \(Int(wait.rounded(.up)))s")
+            }
             return .ran(succeeded: false)
         }
-        guard let envelope = Envelope.read(from: fd) else { return failed("\(file) has no envelope line") }
-        let result = run(input: fd, envelope: envelope, file: file)
+        guard let envelope = Envelope.read(from: fd) else { return failed("found no envelope line in \(file)") }
+        // Shorter than its envelope says: a file a crash left before the journal's recovery wrote it again.
+        let body = lseek(fd, 0, SEEK_CUR)
+        guard fstat(fd, &opened) == 0, Int(opened.st_size - body) == envelope.length else {
+            Log.write(.warning, "hook \(id): \(file) holds \(Int(opened.st_size - body)) of \(envelope.length) body bytes; left "
+                + "for the journal's recovery")
+            return .busy
+        }
+        let result = run(input: fd, envelope: envelope, file: file, attempt: attempt)
         scoreboard?.countHook(result)
-        guard result.succeeded else { return failed(result.summary) }
+        guard result.succeeded else { return failed(result.summary, givingUp: result.givesUp) }
         guard rename(file, spool.path("cur", id)) == 0 else {
             return failed("\(result.summary), but it could not be moved to cur/: \(String(cString: strerror(errno)))")
         }
-        spool.clearHookFailure(id)
-        Log.write(.info, "hook \(id): \(result.summary); moved to cur/")
+        spool.clearHookAttempts(id)
+        Log.write("hook \(id): attempt \(attempt) \(result.summary); moved to cur/")
         return .ran(succeeded: true)
     }
 }
@@ -268,6 +363,16 @@ struct HookSlots: Sendable {
         return nil
     }
 
+    /// The lock of the one runner that stays to wait for retries, or nil when another has it.
+    func tryAcquireTimer() -> Int32? {
+        if mkdir(directory, 0o700) != 0 && errno != EEXIST { return nil }
+        let fd = open("\(directory)/timer", O_RDONLY | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { return nil }
+        if flock(fd, LOCK_EX | LOCK_NB) == 0 { return fd }
+        close(fd)
+        return nil
+    }
+
     /// Waits for a slot; -1 if slots cannot be used at all (then the hook runs unthrottled).
     func acquire() -> Int32 {
         if let free = tryAcquire() { return free }
@@ -285,10 +390,6 @@ struct HookSlots: Sendable {
 }
 
 extension Spool {
-    var hookFailures: String { "\(directory)/.hook-failed" }
-
-    func hookFailed(_ id: String) -> Bool { access("\(hookFailures)/\(id)", F_OK) == 0 }
-
     /// Whether no runner holds `new/ID` right now.
     func isFree(_ id: String) -> Bool {
         let fd = open(path("new", id), O_RDONLY | O_CLOEXEC)
@@ -296,16 +397,6 @@ extension Spool {
         defer { close(fd) }
         return flock(fd, LOCK_EX | LOCK_NB) == 0
     }
-
-    func markHookFailed(_ id: String, reason: String) {
-        if mkdir(hookFailures, directoryMode) != 0 && errno != EEXIST { return }
-        let fd = open("\(hookFailures)/\(id)", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, fileMode)
-        guard fd >= 0 else { return }
-        _ = writeAll(fd, Array("\(Clock.utcTimestamp()) \(reason)\n".utf8))
-        close(fd)
-    }
-
-    func clearHookFailure(_ id: String) { unlink("\(hookFailures)/\(id)") }
 }
 
 /// Runs `body` with a NULL-terminated C array of `strings`.

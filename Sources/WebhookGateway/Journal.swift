@@ -20,18 +20,23 @@ import Glibc
 ///  1. write the record into the slot, in space that is already written (zero-filled) so that no metadata changes;
 ///  2. make sure an `fdatasync` of the log that *began after that write* has completed (group commit: every worker
 ///     writes into the same file, so one `fdatasync` covers every record written before it began; whoever holds
-///     the flush lock syncs for all who wrote meanwhile, as PostgreSQL's `XLogFlush` does). The payload is durable;
+///     the flush lock syncs for all who wrote meanwhile, as PostgreSQL's `XLogFlush` does), and that no sync of
+///     the log failed since the write (the kernel reports a write-back error once, to one descriptor). The
+///     payload is durable;
 ///  3. answer 200. The ``Namer`` process then names `new/ID` (an unnamed file, then `linkat`, as the spool always
 ///     does, but without a sync) within milliseconds, unless `cur/` or `new/` has it already.
-/// Checkpoint (the slot is full, the worker has been idle for five seconds, or it stops): name whatever the namer
-/// has not, `syncfs` (every file named so far is durable), then a new random generation in the header, synced,
-/// retires every record of the slot at once.
+/// Checkpoint (the slot is full, the worker has been idle for five seconds or has recorded for a minute, or it
+/// stops): name whatever the namer has not, make every named file durable (`syncfs`; on FUSE an `fsync` per file
+/// and directory), then a new random generation in the header, synced, retires every record of the slot at once.
+/// If that sync fails, the header says "checkpoint failed" instead of a boot id.
 /// Recovery (whoever locks a slot next: a starting supervisor, or a worker taking it): records are read up to the
 /// first whose length, checksum or generation is wrong — a torn or corrupted record ends the slot's log and is
-/// never delivered — and each is named as in step 3. If the machine has restarted since the header was written
-/// (another boot id), a named file may have been lost or left empty, so one that differs is written again. Then a
-/// checkpoint. A payload a consumer deleted from `new/` after a crash's last checkpoint can come back: consumers
-/// are at-least-once anyway (the hook and the forwarder move payloads to `cur/`, which recovery respects).
+/// never delivered; a read error stops recovery, retiring nothing — and each is named as in step 3. If the
+/// machine may have restarted since the header was written (another boot id, or one unknown), a named file may
+/// have been lost or left short, so one that differs from its record, in `new/` or `cur/`, is written again; after
+/// a failed checkpoint every file is written again and synced. Then a checkpoint. A payload a consumer deleted
+/// from `new/` since the last checkpoint comes back after a crash: consumers are at-least-once anyway (the hook and
+/// the forwarder move payloads to `cur/`, which recovery respects). docs/spool.md has the protocol in one place.
 final class Journal {
     static let directoryName = ".journal"
     /// How much zero-filled space is added at a time; the first `fdatasync` after it also commits the new blocks.
@@ -45,8 +50,14 @@ final class Journal {
         return Array((readAll(fd, limit: 64) ?? []).prefix(36))
     }()
 
+    /// At most this long between checkpoints while records keep coming (otherwise five idle seconds or a full
+    /// slot start one).
+    static let checkpointInterval = 60.0
+
     let spool: Spool
     private let slot: JournalSlot
+    /// Whether the log is on FUSE, where `syncfs` makes nothing durable (see ``makeNamedFilesDurable()``).
+    private let onFUSE: Bool
     private let board: JournalBoard?
     private var generation: UInt64 = 0
     /// Where the next record goes, from the slot's start.
@@ -65,6 +76,7 @@ final class Journal {
         self.spool = spool
         self.slot = slot
         self.board = board
+        onFUSE = clinux_is_fuse(slot.fd) != 0
     }
 
     deinit { close(slot.fd) }
@@ -90,17 +102,60 @@ final class Journal {
         throw SystemError(operation: "find a slot no process holds in \(path(of: spool))", code: EBUSY)
     }
 
-    /// Recovers every slot no process holds (those of workers that are gone): a supervisor does this as it
-    /// starts, and `spool recover`. Returns, per slot recovered, how many payloads it named.
-    static func recoverAbandoned(in spool: Spool) throws(SystemError) -> [(slot: String, named: Int)] {
+    /// Recovers every slot no process holds (those of workers that are gone): `spool recover` waits for it; a
+    /// starting supervisor (`background`) only takes the slots' locks and leaves the naming to a detached process,
+    /// `webhook-recover`, so that it serves within moments whatever the backlog (its workers take other slots).
+    /// Returns, per slot recovered here, how many payloads it named.
+    static func recoverAbandoned(in spool: Spool, background: Bool = true) throws(SystemError)
+        -> [(slot: String, named: Int)]
+    {
         var status = stat()
         guard stat(path(of: spool), &status) == 0 else { return [] }
-        var recovered: [(String, Int)] = []
+        var abandoned: [Journal] = []
         for index in 0..<min(JournalBoard.slots, (Int(status.st_size) + JournalSlot.size - 1) / JournalSlot.size) {
-            guard let journal = try lock(index, of: spool, board: nil) else { continue }
-            recovered.append((journal.description, try journal.recover()))
+            if let journal = try lock(index, of: spool, board: nil) { abandoned.append(journal) }
         }
+        if background && !abandoned.isEmpty {
+            recoverDetached(abandoned)
+            return []
+        }
+        var recovered: [(String, Int)] = []
+        for journal in abandoned { recovered.append((journal.description, try journal.recover())) }
         return recovered
+    }
+
+    /// Forks twice and recovers `journals` in the grandchild (its own session, nobody to reap it), which shares
+    /// their open file descriptions and so their locks: they are held from before the fork to the end of recovery.
+    private static func recoverDetached(_ journals: [Journal]) {
+        let child = fork()
+        if child == 0 {
+            // Named before the second fork: once the supervisor has reaped this child, `ps` shows the recoverer.
+            _ = clinux_set_process_name("webhook-recover")
+            if fork() != 0 { _exit(0) }
+            setsid()
+            var none = Signals.set([])
+            sigprocmask(SIG_SETMASK, &none, nil)
+            for signal in [SIGTERM, SIGINT, SIGHUP, SIGPIPE] { Glibc.signal(signal, SIG_DFL) }
+            let null = open("/dev/null", O_RDWR)
+            dup2(null, 0)  // the listening socket, in a FastCGI server
+            dup2(null, 1)
+            let kept = Set(journals.map(\.slot.fd) + [null])
+            for fd in 3..<Int32(1024) where !kept.contains(fd) { close(fd) }
+            for journal in journals {
+                do {
+                    let named = try journal.recover()
+                    if named > 0 { Log.write("journal \(journal.description): recovered \(named) payloads into new/") }
+                } catch {
+                    Log.write("journal \(journal.description): cannot recover: \(error); a worker taking the slot will")
+                }
+            }
+            _exit(0)
+        }
+        if child < 0 {
+            Log.write("journal: cannot fork to recover: \(String(cString: strerror(errno))); workers recover the slots")
+        } else {
+            _ = retryingOnInterrupt { waitpid(child, nil, 0) }
+        }
     }
 
     private static func lock(_ index: Int, of spool: Spool, board: JournalBoard?) throws(SystemError) -> Journal? {
@@ -126,12 +181,14 @@ final class Journal {
         }
         defer { slot.unlockNaming() }
         var recovered = 0
-        // A header that is torn or missing was never completed; it is written only after a syncfs, and records
-        // only after it: there is nothing to recover.
-        if let header = slot.header() {
+        // A header that is torn or missing was never completed; it is written only after the files are durable,
+        // and records only after it: there is nothing to recover.
+        if let header = try slot.header() {
             generation = header.generation
-            let scan = try slot.name(in: spool, from: JournalSlot.headerSize, generation: generation,
-                                     compare: header.boot != Self.bootID)
+            let trust: JournalSlot.Trust =
+                header.boot == JournalSlot.checkpointFailed ? .nothing
+                : header.boot.isEmpty || Self.bootID.isEmpty || header.boot != Self.bootID ? .contents : .names
+            let scan = try slot.name(in: spool, from: JournalSlot.headerSize, generation: generation, trust: trust)
             (end, named, recovered) = (scan.reached, scan.reached, scan.named)
         }
         try checkpointHoldingNamingLock()
@@ -148,11 +205,17 @@ final class Journal {
             if end + size > JournalSlot.size { try checkpoint() }
             if end + size > prepared { try prepare(upTo: end + size) }
             let record = JournalSlot.record(id: id, content: content, generation: generation)
+            let failuresBefore = board?.syncFailures
             if let failure = slot.write(record, at: end) {
                 throw SystemError(operation: "write \(description)", code: failure)
             }
             do throws(SystemError) {
                 try sync()
+                // A sync of the log failed after this write: its page may have been dropped (the kernel marks it
+                // clean and tells only the descriptor that synced), whoever synced since.
+                if let failuresBefore, board?.syncFailures != failuresBefore {
+                    throw SystemError(operation: "fdatasync \(description) (another worker's failed)", code: EIO)
+                }
             } catch {
                 // Never answered 200: withdrawn, so that no recovery delivers it.
                 _ = slot.write([UInt8](repeating: 0, count: JournalSlot.recordHeaderSize), at: end)
@@ -162,11 +225,14 @@ final class Journal {
             if pendingSince == nil { pendingSince = Clock.now() }
             board?.publish(slot.index, durableUpTo: end)
             helpNaming()
-            return true
         } catch {
             give(up: error)
             return false
         }
+        // However busy the worker, a crash never brings back more than this long of consumed payloads, nor leaves
+        // more than this long to recover. The record is durable whatever the checkpoint does.
+        if let since = pendingSince, Clock.now() - since >= Self.checkpointInterval { checkpointOrGiveUp() }
+        return true
     }
 
     /// A checkpoint whose failure gives the journal up; true if it succeeded.
@@ -183,6 +249,7 @@ final class Journal {
     }
 
     private func give(up error: SystemError) {
+        guard failure == nil else { return }
         failure = error
         Log.write(.error, "journal \(description): \(error); payloads are stored with a sync of their own until the worker "
             + "takes a slot again")
@@ -208,11 +275,17 @@ final class Journal {
                 board.waitForSync(after: completed)
                 continue
             }
-            defer { flock(slot.fd, LOCK_UN) }
-            if board.syncsCompleted > seen { return }
+            if board.syncsCompleted > seen {
+                flock(slot.fd, LOCK_UN)
+                return
+            }
             let number = board.beginSync()
-            try check("fdatasync \(description)", fdatasync(slot.fd))
+            let synced = fdatasync(slot.fd)
+            let failure = errno
+            if synced != 0 { board.failSync() }
+            flock(slot.fd, LOCK_UN)  // before the waiters wake, so that none finds it still held
             board.completeSync(number)
+            if synced != 0 { throw SystemError(operation: "fdatasync \(description)", code: failure) }
             return
         }
     }
@@ -244,7 +317,12 @@ final class Journal {
     }
 
     private func checkpointHoldingNamingLock() throws(SystemError) {
-        try check("syncfs \(spool.directory)", clinux_syncfs(slot.fd))
+        do {
+            try makeNamedFilesDurable()
+        } catch {
+            markCheckpointFailed()
+            throw error
+        }
         var next = generation
         while next == generation || next == 0 { next = UInt64.random(in: 1...UInt64.max) }
         let header = JournalSlot.header(generation: next, boot: Self.bootID)
@@ -256,6 +334,31 @@ final class Journal {
         prepared = max(prepared, header.count)
         (end, named, pendingSince) = (JournalSlot.headerSize, JournalSlot.headerSize, nil)
         board?.reset(slot.index, to: end)
+    }
+
+    /// Every file named from the slot's records, and its name, on disk: one `syncfs` where the file system honours
+    /// it; on FUSE, whose servers never see a `syncfs` (Linux forwards it to virtiofs only), each file and both
+    /// directories are synced instead.
+    private func makeNamedFilesDurable() throws(SystemError) {
+        guard !onFUSE else {
+            for id in try slot.ids(from: JournalSlot.headerSize, to: end, generation: generation) {
+                _ = try spool.syncFile(id, in: "new")
+                _ = try spool.syncFile(id, in: "cur")
+            }
+            for subdirectory in ["new", "cur"] { try Spool.syncDirectory(spool.path(subdirectory)) }
+            return
+        }
+        try check("syncfs \(spool.directory)", clinux_syncfs(slot.fd))
+    }
+
+    /// A checkpoint's sync failed: the kernel has reported the write-back error to this descriptor only, and a
+    /// later sync (another process's, on a fresh descriptor) would answer 0 for pages it dropped. So the header
+    /// says so, and whoever recovers the slot writes and syncs every file again (``JournalSlot/Trust/nothing``).
+    private func markCheckpointFailed() {
+        let mark = JournalSlot.header(generation: generation, boot: JournalSlot.checkpointFailed)
+        if let failure = slot.write(mark, at: 0) ?? (fdatasync(slot.fd) == 0 ? nil : errno) {
+            Log.write("journal \(description): cannot mark the failed checkpoint: \(String(cString: strerror(failure)))")
+        }
     }
 
     /// Zero-fills the slot from its written part up to `needed` (rounded up to a step): written space, so that a
@@ -278,52 +381,6 @@ extension Spool {
     /// Names what the journal holds in slots no running FastCGI server holds (`spool recover`); returns how many
     /// payloads it named.
     public func recoverJournal() throws(SystemError) -> Int {
-        try Journal.recoverAbandoned(in: self).reduce(0) { $0 + $1.named }
-    }
-}
-
-/// A worker's hold on a journal slot: taken when the worker starts, checkpointed when it idles and given back
-/// with a checkpoint when it stops; taken again (at most every ten seconds) after a failure gave it up.
-struct JournalHold {
-    let spool: Spool?
-    let board: JournalBoard?
-    private(set) var journal: Journal?
-    private var nextAttempt = 0.0
-
-    init(spool: Spool?, board: JournalBoard?) {
-        self.spool = spool
-        self.board = board
-        _ = current()
-    }
-
-    /// The journal to store with now, if there is one.
-    mutating func current() -> Journal? {
-        if let journal, journal.failure == nil { return journal }
-        journal = nil  // gives its slot back: the next worker to take it recovers it
-        guard let spool, Clock.now() >= nextAttempt else { return nil }
-        nextAttempt = Clock.now() + 10
-        do {
-            journal = try Journal.acquire(for: spool, board: board)
-        } catch {
-            Log.write(.error, "journal: cannot take a slot: \(error); payloads are stored with a sync of their own "
-                + "(trying again in 10s)")
-        }
-        return journal
-    }
-
-    /// How long the worker may wait for work before a checkpoint is due: five seconds, when records wait for one.
-    var idleTimeout: Double? { journal?.pendingSince == nil ? nil : 5 }
-
-    /// The worker waited `idleTimeout` with nothing to do: a checkpoint. False if none was due.
-    func checkpointWhenIdle() -> Bool {
-        guard let journal, journal.pendingSince != nil else { return false }
-        journal.checkpointOrGiveUp()
-        return true
-    }
-
-    /// The worker stops: a last checkpoint, and the slot is free for the next worker.
-    mutating func release() {
-        journal?.checkpointOrGiveUp()
-        journal = nil
+        try Journal.recoverAbandoned(in: self, background: false).reduce(0) { $0 + $1.named }
     }
 }

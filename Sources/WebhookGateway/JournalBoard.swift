@@ -9,7 +9,7 @@ import Glibc
 /// its records are durable and how far the namer has named them, with a word the namer sleeps on.
 final class JournalBoard: @unchecked Sendable {  // a fixed mapping, touched only through atomics
     static let slots = 4096
-    private enum Word: Int { case syncsStarted, syncsCompleted, namerWake, namerSleeping, slotsInUse }
+    private enum Word: Int { case syncsStarted, syncsCompleted, namerWake, namerSleeping, slotsInUse, syncFailures }
     private static let slotsAt = 8
     private let base: UnsafeMutablePointer<Int64>
 
@@ -29,6 +29,10 @@ final class JournalBoard: @unchecked Sendable {  // a fixed mapping, touched onl
     // The group commit.
     var syncsStarted: Int64 { clinux_atomic_load_ordered(word(.syncsStarted)) }
     var syncsCompleted: Int64 { clinux_atomic_load_ordered(word(.syncsCompleted)) }
+    /// How many syncs of the log have failed: a record written before one of them is not durable, whatever later
+    /// syncs answer (the kernel reports a write-back error once, to the descriptor that synced).
+    var syncFailures: Int64 { clinux_atomic_load_ordered(word(.syncFailures)) }
+    func failSync() { clinux_atomic_increment(word(.syncFailures)) }
     /// A sync begins (under the flush lock): its number.
     func beginSync() -> Int64 { clinux_atomic_increment(word(.syncsStarted)) }
     func completeSync(_ number: Int64) {

@@ -42,29 +42,37 @@ struct Namer {
         }
     }
 
-    /// One pass over the slots: how many payloads it named, and what stopped it, if anything did.
+    /// At most this many records named per hold of a slot's naming lock: the namer runs on idle CPU time only,
+    /// and a checkpoint or recovery waiting for the lock must not wait for its whole backlog.
+    static let recordsPerHold = 64
+
+    /// One pass over the slots: how many payloads it named, and what stopped it in a slot, if anything did (the
+    /// other slots are named all the same).
     private func nameWaiting(in log: Int32) -> (Int, SystemError?) {
         var total = 0
+        var failure: SystemError?
         for index in 0..<board.slotsInUse where board.named(index) < board.durable(index) {
             let slot = JournalSlot(fd: log, index: index)
             guard slot.lockNaming(wait: false) else { continue }  // its worker is checkpointing: it names them
             defer { slot.unlockNaming() }
             // Again, now that no checkpoint can reset them.
             let (from, end) = (board.named(index), board.durable(index))
-            guard from < end, let header = slot.header() else { continue }
             do {
-                let (reached, named) = try slot.name(in: spool, from: from, to: end, generation: header.generation)
+                guard from < end, let header = try slot.header() else { continue }
+                let (reached, named) = try slot.name(in: spool, from: from, to: end, generation: header.generation,
+                                                     limit: Self.recordsPerHold)
                 board.setNamed(index, reached)
                 total += named
-                // A durable record that cannot be read back: a disk error (the worker's checkpoint tries again).
-                if reached < end {
+                // Short of a durable record that reads as no record: a stale position (the slot was checkpointed
+                // meanwhile) or a disk error; the worker's checkpoint names what is left either way.
+                if reached < end, try slot.record(at: reached, generation: header.generation) == nil {
                     let operation = "read the record at \(reached) of journal slot \(index)"
-                    return (total, SystemError(operation: operation, code: EIO))
+                    failure = failure ?? SystemError(operation: operation, code: EIO)
                 }
             } catch {
-                return (total, error)
+                failure = failure ?? error
             }
         }
-        return (total, nil)
+        return (total, failure)
     }
 }

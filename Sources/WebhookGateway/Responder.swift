@@ -127,7 +127,7 @@ public struct Responder: Sendable {
                 + "one with fastcgi_param \(SecretSource.senderVariable) NAME"))
         }
         guard let name = channel.param("WEBHOOK_SCHEME"), !name.isEmpty else { return (verifier, sender, keys) }
-        guard let scheme = SignatureScheme(rawValue: name) else {
+        guard let scheme = verifier.scheme(named: name) else {
             return (verifier, sender, .failure(.notConfigured("WEBHOOK_SCHEME \(Log.printable(name)) is not a known scheme")))
         }
         return (verifier.with(scheme: scheme), sender, keys)

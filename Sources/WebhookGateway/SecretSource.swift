@@ -15,6 +15,9 @@ public enum SecretSource {
     public static let directoryVariable = "WEBHOOK_SECRETS_DIR"
     /// The param (or, as a CGI, variable) with which the web server chooses one of them for a location.
     public static let senderVariable = "WEBHOOK_SENDER"
+    /// Standard Webhooks `v1a` public keys (`whpk_…`, whitespace-separated), or a file of them.
+    public static let publicKeysVariable = "WEBHOOK_PUBLIC_KEYS"
+    public static let publicKeysFileVariable = "WEBHOOK_PUBLIC_KEYS_FILE"
 
     /// The secrets configured in this process's environment, or the 500 that says what is wrong.
     public static func fromEnvironment() -> Result<Keyring, Outcome> {
@@ -23,35 +26,75 @@ public enum SecretSource {
 
     static let noneSet = "neither \(variable) nor \(fileVariable) is set"
 
-    /// Whether the environment names a secret at all (usable or not).
+    /// Whether the environment names a secret or a public key at all (usable or not).
     public static var isNamedInEnvironment: Bool {
-        [variable, fileVariable].contains { Environment.value($0)?.isEmpty == false }
+        [variable, fileVariable, publicKeysVariable, publicKeysFileVariable].contains {
+            Environment.value($0)?.isEmpty == false
+        }
     }
 
-    /// A warning when the secret file can be read by its group or by others.
-    public static func fileExposure() -> String? {
-        guard Environment.value(variable)?.isEmpty != false, let path = Environment.value(fileVariable) else { return nil }
+    /// A warning for each secret file that its group or others can read: `API_SECRET_KEY_FILE` and every
+    /// `NAME.secret` in the senders' directory `sendersDirectory`. (Under systemd the first is the handler's own
+    /// copy; `webhook-handler copy-secret`, which makes it as root, checks the operator's file.)
+    public static func fileExposures(sendersDirectory: String?) -> [String] {
+        var paths: [String] = []
+        if Environment.value(variable)?.isEmpty != false, let path = Environment.value(fileVariable) { paths.append(path) }
+        if let sendersDirectory, let names = try? directoryEntries(sendersDirectory) {
+            paths += names.filter { $0.hasSuffix(".secret") }.map { "\(sendersDirectory)/\($0)" }
+        }
+        return paths.compactMap { exposure(of: $0) }
+    }
+
+    /// Why the secret file at `path` is readable by more than its owner (`root` too, if `owner` is given), or nil.
+    static func exposure(of path: String, owner: uid_t? = nil) -> String? {
         var status = stat()
-        guard stat(path, &status) == 0, status.st_mode & 0o077 != 0 else { return nil }
-        return "\(path) is readable by group or others (mode 0\(String(status.st_mode & 0o777, radix: 8))); chmod 600 it"
+        guard stat(path, &status) == 0 else { return nil }
+        let mode = "0\(String(status.st_mode & 0o777, radix: 8))"
+        if status.st_mode & 0o077 != 0 {
+            return "\(path) is readable by group or others (mode \(mode)); chmod 600 it"
+        }
+        if let owner, status.st_uid != owner {
+            return "\(path) belongs to uid \(status.st_uid), not \(owner): whoever that is can read it; chown it"
+        }
+        return nil
     }
 
     /// The secrets named by `lookup` (the environment, or a FastCGI request's params).
     static func from(_ lookup: (String) -> String?) -> Result<Keyring, Outcome> {
         Result { () throws(Outcome) in
+            let publicKeys = try publicKeys(lookup)
             if let text = lookup(variable), !text.isEmpty {
                 var secrets = [try Secret(text)]
                 if let previous = lookup(previousVariable), !previous.isEmpty {
                     secrets.append(try Secret(previous, source: previousVariable))
                 }
-                return Keyring(secrets)
+                return Keyring(secrets, publicKeys: publicKeys)
             }
-            guard let path = lookup(fileVariable), !path.isEmpty else { throw Outcome.notConfigured(noneSet) }
+            guard let path = lookup(fileVariable), !path.isEmpty else {
+                guard !publicKeys.isEmpty else { throw Outcome.notConfigured(noneSet) }
+                return Keyring([], publicKeys: publicKeys)
+            }
             guard let bytes = readSmallFile(path) else {
                 throw Outcome.notConfigured("cannot read \(fileVariable) \(path): \(String(cString: strerror(errno)))")
             }
-            return try keyring(fromFile: bytes, path: path)
+            return Keyring(try keyring(fromFile: bytes, path: path).secrets, publicKeys: publicKeys)
         }
+    }
+
+    /// `WEBHOOK_PUBLIC_KEYS`, else the keys in `WEBHOOK_PUBLIC_KEYS_FILE`, else none.
+    static func publicKeys(_ lookup: (String) -> String?) throws(Outcome) -> [PublicKey] {
+        if let text = lookup(publicKeysVariable), !text.isEmpty { return try PublicKey.list(text, source: publicKeysVariable) }
+        guard let path = lookup(publicKeysFileVariable), !path.isEmpty else { return [] }
+        return try publicKeys(file: path, source: publicKeysFileVariable + " " + path)
+    }
+
+    static func publicKeys(file path: String, source: String) throws(Outcome) -> [PublicKey] {
+        guard let bytes = readSmallFile(path) else {
+            throw Outcome.notConfigured("cannot read \(source): \(String(cString: strerror(errno)))")
+        }
+        let keys = try PublicKey.list(String(decoding: bytes, as: UTF8.self), source: path)
+        guard !keys.isEmpty else { throw Outcome.notConfigured("\(path) holds no public key") }
+        return keys
     }
 
     /// One secret per line (`\n` or `\r\n`); blank lines are skipped.
@@ -111,7 +154,9 @@ public struct Secrets: Sendable {
         }
         var senders: [String: Keyring] = [:]
         for file in files {
-            guard file.hasSuffix(".secret"), let name = SecretSource.senderName(String(file.dropLast(7))) else { continue }
+            let stem = file.hasSuffix(".secret") ? file.dropLast(7)
+                : file.hasSuffix(SecretSource.publicKeysSuffix) ? file.dropLast(SecretSource.publicKeysSuffix.count) : nil
+            guard let stem, let name = SecretSource.senderName(String(stem)), senders[name] == nil else { continue }
             senders[name] = try SecretSource.sender(name, in: directory)
         }
         return Secrets(standard: standard, senders: senders, directory: directory)
@@ -132,7 +177,7 @@ public struct Secrets: Sendable {
 
 extension SecretSource {
     /// Request params that would carry key material; a FastCGI request holding any of them is refused.
-    static let keyParams = [variable, fileVariable, previousVariable]
+    static let keyParams = [variable, fileVariable, previousVariable, publicKeysVariable, publicKeysFileVariable]
 
     /// `text` if it can name a sender: letters, digits, `-`, `_` and `.`, not starting with a dot.
     static func senderName(_ text: String) -> String? {
@@ -141,12 +186,19 @@ extension SecretSource {
         return allowed ? text : nil
     }
 
+    /// A sender's public keys file beside (or instead of) its `NAME.secret`.
+    static let publicKeysSuffix = ".public-keys"
+
+    /// `NAME.secret` (one secret per line) and `NAME.public-keys` (whitespace-separated `whpk_…`), either or both.
     static func sender(_ name: String, in directory: String) throws(Outcome) -> Keyring {
         let path = "\(directory)/\(name).secret"
+        let keysPath = "\(directory)/\(name)\(publicKeysSuffix)"
+        let publicKeys = access(keysPath, F_OK) == 0 ? try publicKeys(file: keysPath, source: keysPath) : []
         guard let bytes = readSmallFile(path) else {
+            if errno == ENOENT && !publicKeys.isEmpty { return Keyring([], publicKeys: publicKeys) }
             throw .notConfigured("cannot read \(path): \(String(cString: strerror(errno)))")
         }
-        return try keyring(fromFile: bytes, path: path)
+        return Keyring(try keyring(fromFile: bytes, path: path).secrets, publicKeys: publicKeys)
     }
 }
 

@@ -111,22 +111,49 @@ public struct Spool: Sendable {
         }
     }
 
-    /// Steps 1-3: an unnamed file in `new/` holding `content` (synced if `sync`), then named `new/ID`. False when
-    /// that name was taken.
-    func link(_ content: [UInt8], as id: String, sync: Bool) throws(SystemError) -> Bool {
-        let fd = try check("create a file in \(path("new"))",
-                           retryingOnInterrupt { open(path("new"), clinux_o_tmpfile() | O_WRONLY | O_CLOEXEC, fileMode) })
+    /// Steps 1-3: an unnamed file in `new/` holding `content` (synced if `sync`), then named `new/ID` (or
+    /// `NAME` in `subdirectory`). False when that name was taken.
+    func link(_ content: [UInt8], as id: String, in subdirectory: String = "new", sync: Bool) throws(SystemError)
+        -> Bool
+    {
+        let directory = path(subdirectory)
+        let fd = try check("create a file in \(directory)",
+                           retryingOnInterrupt { open(directory, clinux_o_tmpfile() | O_WRONLY | O_CLOEXEC, fileMode) })
         defer { close(fd) }
         try check("chmod the new file", fchmod(fd, fileMode))  // exact, whatever the umask
         if let failure = writeAll(fd, content) {
-            throw SystemError(operation: "write into \(path("new"))", code: failure)
+            throw SystemError(operation: "write into \(directory)", code: failure)
         }
         if sync { try check("fsync the new file", fsync(fd)) }
-        let name = path("new", id)
+        let name = path(subdirectory, id)
         guard linkat(AT_FDCWD, "/proc/self/fd/\(fd)", AT_FDCWD, name, AT_SYMLINK_FOLLOW) == 0 else {
             if errno == EEXIST { return false }
             throw SystemError(operation: "link \(name)", code: errno)
         }
+        return true
+    }
+
+    /// Recovery's repair: `SUBDIRECTORY/ID` made to hold exactly `content` (synced if `sync`), replaced at once
+    /// (a hidden name, then `rename` over it): a consumer sees the old file or the new one, never none.
+    func replace(_ id: String, in subdirectory: String, with content: [UInt8], sync: Bool) throws(SystemError) {
+        let hidden = ".\(id).recovered"
+        unlink(path(subdirectory, hidden))
+        guard try link(content, as: hidden, in: subdirectory, sync: sync) else {
+            throw SystemError(operation: "link \(path(subdirectory, hidden))", code: EEXIST)
+        }
+        try check("rename \(path(subdirectory, hidden))", rename(path(subdirectory, hidden), path(subdirectory, id)))
+    }
+
+    /// `fsync` of `SUBDIRECTORY/ID` if it exists; false if it does not.
+    func syncFile(_ id: String, in subdirectory: String) throws(SystemError) -> Bool {
+        let name = path(subdirectory, id)
+        let fd = retryingOnInterrupt { open(name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW) }
+        if fd < 0 {
+            if errno == ENOENT || errno == ENOTDIR { return false }
+            throw SystemError(operation: "open \(name)", code: errno)
+        }
+        defer { close(fd) }
+        try check("fsync \(name)", fsync(fd))
         return true
     }
 
@@ -135,9 +162,9 @@ public struct Spool: Sendable {
         access(path(subdirectory, id), F_OK) == 0
     }
 
-    /// The bytes of `new/ID`, or nil if it cannot be read.
-    func contents(of id: String) -> [UInt8]? {
-        let fd = open(path("new", id), O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+    /// The bytes of `new/ID` (or `SUBDIRECTORY/ID`), or nil if it cannot be read.
+    func contents(of id: String, in subdirectory: String = "new") -> [UInt8]? {
+        let fd = open(path(subdirectory, id), O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
         return readAll(fd)
@@ -147,14 +174,7 @@ public struct Spool: Sendable {
     /// and returns true; false when it is in neither.
     private func syncExisting(_ id: String) throws(SystemError) -> Bool {
         for subdirectory in ["new", "cur"] {
-            let name = path(subdirectory, id)
-            let fd = retryingOnInterrupt { open(name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW) }
-            if fd < 0 {
-                if errno == ENOENT || errno == ENOTDIR { continue }
-                throw SystemError(operation: "open \(name)", code: errno)
-            }
-            defer { close(fd) }
-            try check("fsync \(name)", fsync(fd))
+            guard try syncFile(id, in: subdirectory) else { continue }
             try Self.syncDirectory(path(subdirectory))
             return true
         }

@@ -14,142 +14,124 @@ struct WebhookForwarderCommand: ParsableCommand {
         abstract: "Forward a webhook-handler spool to PostgreSQL, and consume the payloads from there.",
         discussion: """
             forward   moves each payload in the spool's new/ into the table
-                      webhook_payloads (created when absent), one row per
-                      payload id, then moves the file to cur/ (the default)
+                      webhook_payloads, one row per payload id, then moves
+                      the file to cur/ (the default)
             consume   runs a command for each payload in the table, each
                       taken by exactly one of any number of consumers
+            migrate   creates or upgrades the table (as its owner)
+            list      shows the payloads in a state (failed, pending, done)
+            retry     sends failed payloads back to the consumers
             purge     deletes payloads handled more than N days ago
 
-            The database is named as libpq names it: a URI
-            (postgresql://user@host/db), key=value pairs ("host=a,b
-            dbname=webhooks target_session_attrs=read-write" for failover),
-            or the PG* variables, ~/.pgpass and pg_service.conf when
-            --database-url and $WEBHOOK_DATABASE_URL are empty.
+            The database is named as libpq names it: prefer the PG*
+            variables, ~/.pgpass and a pg_service.conf (PGSERVICE=name), or
+            $WEBHOOK_DATABASE_URL: --database-url on the command line is
+            visible to every user of the machine until the program starts.
+            A URI (postgresql://user@host/db) or key=value pairs ("host=a,b
+            dbname=webhooks target_session_attrs=read-write" for failover).
+            See docs/forwarder.md.
             """,
-        version: "webhook-forwarder 0.1.0",
-        subcommands: [Forward.self, Consume.self, Purge.self],
+        version: "webhook-forwarder 0.2.0",
+        subcommands: [Forward.self, Consume.self, Migrate.self, List.self, Retry.self, Purge.self],
         defaultSubcommand: Forward.self
     )
 }
 
 struct DatabaseOptions: ParsableArguments {
-    @Option(name: .long, help: ArgumentHelp("The PostgreSQL database (default: $WEBHOOK_DATABASE_URL, else libpq's PG* variables).",
-                                            valueName: "url"))
+    @Option(name: .long, help: ArgumentHelp("The PostgreSQL database (default: $WEBHOOK_DATABASE_URL, else libpq's "
+                                            + "PG* variables and service file).", valueName: "url"))
     var databaseURL: String?
 
     var url: String { databaseURL ?? getenv("WEBHOOK_DATABASE_URL").map { String(cString: $0) } ?? "" }
 }
 
-struct MetricsOptions: ParsableArguments {
-    @Option(name: .long, help: ArgumentHelp("Write metrics to this file for node_exporter's textfile collector, e.g. /var/lib/prometheus/node-exporter/webhook-forwarder.prom (default: $WEBHOOK_METRICS_FILE).",
-                                            valueName: "path"))
-    var metricsFile: String?
-}
-
-struct Forward: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        abstract: "Forward the spool's payloads to PostgreSQL (the default).",
-        discussion: """
-            Without --once it runs as a service: woken when the handler
-            stores a payload (a look every 5 s as a backup), reconnecting
-            while PostgreSQL is away; the handler goes on answering and
-            storing meanwhile. With --once it forwards what is there and
-            exits 0, or exits 1 saying why PostgreSQL could not be used
-            (nothing is lost: the payloads stay in new/).
-            A spool has one consumer of new/: a forwarded spool's handler
-            has no --exec; run the command with `webhook-forwarder consume
-            --exec` instead, on this host or any other.
-            """)
-
-    @Option(name: .long, help: ArgumentHelp("The handler's spool (default: $WEBHOOK_SPOOL_DIR).", valueName: "dir"))
-    var spoolDir: String?
-    @OptionGroup var database: DatabaseOptions
-    @OptionGroup var metrics: MetricsOptions
-    @Flag(name: .long, help: "Forward what is there, then exit.")
-    var once = false
-    @Option(name: .long, help: "Payloads per transaction (default: 500).")
-    var batchSize: Int = 500
-    @Option(name: .long, help: "The name recorded as each row's host (default: this machine's host name).")
-    var hostName: String?
-
-    func run() throws {
-        guard let directory = spoolDir ?? getenv("WEBHOOK_SPOOL_DIR").map({ String(cString: $0) }), !directory.isEmpty else {
-            throw ValidationError("name the spool with --spool-dir or WEBHOOK_SPOOL_DIR")
-        }
-        var forwarder = Forwarder(spool: Spool(directory: directory), databaseURL: database.url,
-                                  host: hostName ?? Self.hostName(), batchSize: batchSize)
-        forwarder.metrics = ForwarderMetrics.from(option: metrics.metricsFile)
-        guard once else { return forwarder.serve() }
-        do {
-            print("forwarded \(try forwarder.forwardOnce()) payloads")
-        } catch {
-            Log.write(.error, "cannot forward: \(error); the payloads stay in \(directory)/new/")
-            throw ExitCode(1)
-        }
-    }
-
-    static func hostName() -> String {
-        var name = [CChar](repeating: 0, count: 256)
-        gethostname(&name, name.count - 1)
-        return String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+/// Runs `body`; a PostgreSQL error is logged as "cannot WHAT: …" and exits 1.
+func failing<T>(_ what: String, _ body: () throws(PostgresError) -> T) throws -> T {
+    do {
+        return try body()
+    } catch {
+        Log.write("cannot \(what): \(error)")
+        throw ExitCode(1)
     }
 }
 
-struct Consume: ParsableCommand {
+struct Migrate: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Run a command for each payload in PostgreSQL, each taken by exactly one consumer.",
-        discussion: """
-            The command gets the body on stdin and WEBHOOK_ID,
-            WEBHOOK_RECEIVED, WEBHOOK_SENDER and the other WEBHOOK_*
-            variables, as the handler's --exec does. Exit 0 marks the
-            payload done; anything else (or --exec-timeout) makes it
-            available again after 10 s, 20 s, 40 s ... (an hour at most).
-            A payload is leased to its consumer for --lease-seconds
-            (default: the time-out + 30 s); a consumer that dies leaves the
-            lease to run out, and another takes the payload.
-            """)
-
+        abstract: "Create or upgrade webhook_payloads (run it as the role that owns the table).")
     @OptionGroup var database: DatabaseOptions
-    @OptionGroup var metrics: MetricsOptions
-    @Option(name: .customLong("exec"), help: ArgumentHelp("The shell command to run for each payload.", valueName: "command"))
-    var command: String
-    @Option(name: .customLong("exec-timeout"), help: "Seconds the command may run before it is killed (default: 30).")
-    var timeoutSeconds: Double = 30
-    @Option(name: .long, help: "Seconds a taken payload stays with this consumer (default: the time-out + 30).")
-    var leaseSeconds: Double?
-    @Flag(name: .long, help: "Handle what is there, then exit (1 if any command failed).")
-    var once = false
 
     func run() throws {
-        var consumer = Consumer(databaseURL: database.url, hook: Hook(command: command, timeoutSeconds: timeoutSeconds),
-                                leaseSeconds: leaseSeconds)
-        consumer.metrics = ForwarderMetrics.from(option: metrics.metricsFile)
-        guard once else { return consumer.serve() }
-        do {
-            let counts = try consumer.consumeOnce()
-            print("\(counts.succeeded) done, \(counts.failed) failed")
-            if counts.failed > 0 { throw ExitCode(1) }
-        } catch let error as PostgresError {
-            Log.write(.error, "cannot consume: \(error)")
-            throw ExitCode(1)
-        }
+        let applied = try failing("migrate") { () throws(PostgresError) in try Schema.migrate(database.url) }
+        print(applied.isEmpty ? "webhook_payloads is up to date" : "applied migrations \(applied.map(String.init).joined(separator: ", "))")
+    }
+}
+
+struct List: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List payloads in a state, oldest first.")
+    @OptionGroup var database: DatabaseOptions
+    @Option(name: .long, help: "pending, done or failed (default: failed).")
+    var state = "failed"
+    @Option(name: .long, help: "At most this many (default: 100).")
+    var limit = 100
+
+    func validate() throws {
+        guard Queue.states.contains(state) else { throw ValidationError("--state is one of \(Queue.states.joined(separator: ", "))") }
+    }
+
+    func run() throws {
+        let lines = try failing("list") { () throws(PostgresError) in try Queue.list(database.url, state: state, limit: limit) }
+        lines.forEach { print($0) }
+    }
+}
+
+struct Retry: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Send failed payloads back to the consumers (attempts start again at 1; the errors are kept).")
+    @OptionGroup var database: DatabaseOptions
+    @Flag(name: .long, help: "Every failed payload.")
+    var failed = false
+    @Argument(help: "The ids of the failed payloads to send back.")
+    var ids: [String] = []
+
+    func validate() throws {
+        guard failed != !ids.isEmpty else { throw ValidationError("name the payloads: retry ID... or retry --failed") }
+    }
+
+    func run() throws {
+        let count = try failing("retry") { () throws(PostgresError) in try Queue.retry(database.url, ids: failed ? nil : ids) }
+        print("sent back \(count) payloads")
     }
 }
 
 struct Purge: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Delete payloads handled more than N days ago.")
+    static let configuration = CommandConfiguration(
+        abstract: "Delete payloads handled more than N days ago (consume does this by itself: --keep-done-days).")
     @OptionGroup var database: DatabaseOptions
     @Option(name: .long, help: "Age in days of the handled payloads to delete.")
-    var olderThanDays: Int
+    var olderThanDays: Double
 
     func run() throws {
-        do {
-            print("purged \(try purgeDone(databaseURL: database.url, olderThanDays: olderThanDays)) payloads")
-        } catch {
-            Log.write(.error, "cannot purge: \(error)")
-            throw ExitCode(1)
+        let count = try failing("purge") { () throws(PostgresError) in
+            try Queue.purge(database.url, olderThanDays: olderThanDays)
         }
+        print("purged \(count) payloads")
     }
 }
 
-WebhookForwarderCommand.main()
+/// The arguments, read once; then the value of `--database-url` is overwritten in the process's own argv, so that
+/// `ps` and /proc/PID/cmdline stop showing it (it was visible until now: prefer the environment).
+func argumentsHidingTheDatabaseURL() -> [String] {
+    let arguments = Array(CommandLine.arguments.dropFirst())
+    for index in 1..<Int(CommandLine.argc) {
+        guard let argument = CommandLine.unsafeArgv[index] else { continue }
+        let text = String(cString: argument)
+        if text.hasPrefix("--database-url=") {
+            memset(argument + 15, Int32(UInt8(ascii: "*")), strlen(argument) - 15)
+        } else if text == "--database-url", index + 1 < Int(CommandLine.argc), let value = CommandLine.unsafeArgv[index + 1] {
+            memset(value, Int32(UInt8(ascii: "*")), strlen(value))
+        }
+    }
+    return arguments
+}
+
+WebhookForwarderCommand.main(argumentsHidingTheDatabaseURL())

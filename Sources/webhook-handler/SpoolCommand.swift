@@ -26,13 +26,28 @@ struct HookOptions: ParsableArguments {
         valueName: "command"))
     var command: String?
 
-    @Option(name: .customLong("exec-timeout"), help: "Seconds the command may run before it is killed (default: 30).")
+    @Option(name: .customLong("exec-timeout"), help: ArgumentHelp(
+        "Seconds the command may run, output and exit, before it is stopped (SIGTERM, SIGKILL 2 s later) (default: 30).",
+        valueName: "seconds"))
     var timeoutSeconds: Double?
 
     @Option(name: .customLong("exec-concurrency"), help: "Commands running at once, across all workers (default: 2).")
     var concurrency: Int?
 
-    var hook: Hook? { Settings.hook(command: command, timeoutSeconds: timeoutSeconds, concurrency: concurrency) }
+    @Option(name: .customLong("exec-max-attempts"), help: ArgumentHelp(
+        "With a spool: runs of one payload before it is failed and left for spool retry (default: $WEBHOOK_EXEC_MAX_ATTEMPTS, else 20).",
+        valueName: "n"))
+    var maxAttempts: Int?
+
+    @Option(name: .customLong("exec-backoff"), help: ArgumentHelp(
+        "With a spool: seconds before the second attempt, doubling (with jitter) up to an hour (default: $WEBHOOK_EXEC_BACKOFF, else 30).",
+        valueName: "seconds"))
+    var backoffSeconds: Double?
+
+    var hook: Hook? {
+        Settings.hook(command: command, timeoutSeconds: timeoutSeconds, concurrency: concurrency, maxAttempts: maxAttempts,
+                      backoffSeconds: backoffSeconds)
+    }
 }
 
 /// Shows what waits in the spool.
@@ -51,35 +66,46 @@ struct SpoolCommand: ParsableCommand {
     struct List: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "One line per payload waiting in new/.")
         @OptionGroup var options: SpoolOptions
+        @Flag(name: .long, help: "Only the failed ones (the hook gave up on them), with their attempts' errors.")
+        var failed = false
 
         func run() throws {
             let spool = try options.requiredSpool()
-            for entry in try spool.waiting() { print(entry) }
+            if failed {
+                for id in try spool.failedIDs() { print(spool.describeWithAttempts(id)) }
+            } else {
+                for entry in try spool.waiting() { print(entry) }
+            }
         }
     }
 
     struct Retry: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Run the hook again for every payload still in new/ (e.g. from a timer).",
+            abstract: "Run the hook now for every payload still in new/, failed ones included: the manual replay.",
             discussion: """
-                Payloads a hook runner is running right now are skipped.
-                Runners skip payloads whose hook failed (.hook-failed/ID says
-                why); this runs them again. Exits 1 if any failed again.
+                Hook runners retry a failed run by themselves, with backoff,
+                up to --exec-max-attempts; then the payload is failed
+                (.hook-given-up/ID) and only this runs it again. Each run is
+                the payload's next attempt (WEBHOOK_ATTEMPT), its errors
+                appended to .hook-failed/ID. Payloads a hook runner is
+                running right now are skipped. Exits 1 if any failed again.
                 """)
         @OptionGroup var options: SpoolOptions
         @OptionGroup var hookOptions: HookOptions
+        @Flag(name: .long, help: "Only the failed payloads (spool list --failed).")
+        var failed = false
 
         func run() throws {
             let spool = try options.requiredSpool()
             guard let hook = hookOptions.hook else { throw ValidationError("name the command with --exec or WEBHOOK_EXEC") }
             try spool.prepare()
             var delivered = 0, failed = 0, busy = 0
-            for id in try spool.waitingIDs() {
+            for id in try self.failed ? spool.failedIDs() : spool.waitingIDs() {
                 switch hook.deliver(id, from: spool) {
                 case .ran(succeeded: true): delivered += 1
                 case .ran(succeeded: false): failed += 1
                 case .busy: busy += 1
-                case .gone: break
+                case .gone, .notDue: break
                 }
             }
             print("\(delivered) delivered, \(failed) failed (left in new/), \(busy) being run by a hook runner already")
@@ -109,7 +135,10 @@ struct SpoolCommand: ParsableCommand {
         @OptionGroup var options: SpoolOptions
 
         func run() throws {
-            print(try options.requiredSpool().statistics())
+            let spool = try options.requiredSpool()
+            print(try spool.statistics())
+            let failed = try spool.failedIDs().count
+            if failed > 0 { print("failed (given up on by the hook) \(failed) of new/ (spool list --failed shows them)") }
         }
     }
 }

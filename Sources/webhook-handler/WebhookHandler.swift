@@ -34,8 +34,16 @@ struct WebhookHandler: ParsableCommand {
               WEBHOOK_SPOOL_JOURNAL=off  FastCGI: a sync per payload file, no journal
               WEBHOOK_EXEC            hand each verified payload to this command
               WEBHOOK_EXEC_TIMEOUT, WEBHOOK_EXEC_CONCURRENCY  its limits
-              WEBHOOK_SCHEME          x-signature, github, standard-webhooks or stripe
-              WEBHOOK_TOLERANCE_SECONDS  timestamp tolerance of the dated schemes
+              WEBHOOK_EXEC_MAX_ATTEMPTS, WEBHOOK_EXEC_BACKOFF  its retries (docs/hooks.md)
+              WEBHOOK_SCHEME          x-signature, github, standard-webhooks, stripe, slack,
+                                      shopify, twilio, paddle, svix, gitlab, github-sha1
+                                      or generic (docs/schemes.md)
+              WEBHOOK_TOLERANCE_SECONDS  timestamp tolerance of every dated scheme
+                                      (default: the sender's, 300; Paddle's 5)
+              WEBHOOK_PUBLIC_KEYS     Standard Webhooks v1a public keys (whpk_...)
+              WEBHOOK_PUBLIC_KEYS_FILE  a file of them, whitespace-separated
+              WEBHOOK_GENERIC_HEADER, _ALGORITHM, _ENCODING, _PREFIX, _TEMPLATE,
+              _TIMESTAMP_HEADER       the generic scheme (docs/schemes.md)
               API_SECRET_KEY_PREVIOUS  a second secret still accepted during a rotation
               WEBHOOK_ACCESS_LOG      all (default) or failures: which requests are logged
               FCGI_WEB_SERVER_ADDRS   TCP only: web server addresses allowed in
@@ -43,13 +51,17 @@ struct WebhookHandler: ParsableCommand {
             Secrets are read when the handler starts, never from a request: under
             FastCGI a request may only choose a configured sender (nginx
             fastcgi_param WEBHOOK_SENDER NAME, for WEBHOOK_SECRETS_DIR/NAME.secret), and
-            one carrying API_SECRET_KEY* params is refused (500). SIGHUP starts the
-            handler again on the same socket (new binary, new secrets) without losing
-            a request. One access line per request (or per failure) goes to stderr;
+            one carrying API_SECRET_KEY* params is refused (500). SIGHUP checks the
+            configuration, then starts the handler again on the same socket (new
+            binary, new secrets) without losing a request; `webhook-handler reload`
+            waits for it (docs/deployment.md). One access line per request (or per failure) goes to stderr;
             the secret and signatures are never logged.
             """,
         version: "webhook-handler \(version)",
-        subcommands: [Serve.self, Sign.self, SpoolCommand.self, StatusCommand.self],
+        subcommands: [
+            Serve.self, Sign.self, Check.self, SpoolCommand.self, StatusCommand.self, ReloadCommand.self,
+            CopySecretCommand.self,
+        ],
         defaultSubcommand: Serve.self
     )
 }
@@ -91,10 +103,10 @@ struct Serve: ParsableCommand {
     @Option(name: .long, help: "Seconds a connection may stay silent, mid-body or idle, before it is dropped.")
     var readTimeoutSeconds: Double = 30
 
-    @Option(name: .long, help: "How senders sign: x-signature, github, standard-webhooks or stripe (default: $WEBHOOK_SCHEME, else x-signature).")
-    var scheme: SignatureScheme?
+    @Option(name: .long, help: "How senders sign: a preset (x-signature, github, standard-webhooks, stripe, slack, shopify, twilio, paddle, svix, gitlab, github-sha1) or generic (default: $WEBHOOK_SCHEME, else x-signature).")
+    var scheme: String?
 
-    @Option(name: .long, help: "Standard Webhooks and Stripe: how far a signature's timestamp may be from now (default: 300).")
+    @Option(name: .long, help: "Dated schemes: how far a signature's timestamp may be from now (default: $WEBHOOK_TOLERANCE_SECONDS, else the sender's: 300, Paddle 5).")
     var toleranceSeconds: Int64?
 
     @Option(name: .long, help: "Access lines for all requests, or only failures: those not answered 200 (default: $WEBHOOK_ACCESS_LOG, else all).")
@@ -138,13 +150,13 @@ struct Serve: ParsableCommand {
         let secret = SecretSource.fromEnvironment()
         if case .failure(let problem) = secret {
             guard SecretSource.isNamedInEnvironment else {
-                Log.write(.warning, "\(problem.detail ?? "no secret"); requests need a per-request API_SECRET_KEY")
+                Log.write(.warning, "\(problem.detail ?? "no secret"); only locations naming a sender of --secrets-dir "
+                    + "(WEBHOOK_SENDER) can be served, the others get 500")
                 return secret
             }
             Log.write(.error, "cannot serve: \(problem.detail ?? "no usable secret")")
             throw ExitCode(1)
         }
-        if let warning = SecretSource.fileExposure() { Log.write(.warning, "\(warning)") }
         return secret
     }
 
@@ -161,6 +173,7 @@ struct Serve: ParsableCommand {
             Log.write(.error, "cannot serve: \(error.detail ?? "no usable secret")")
             throw ExitCode(1)
         }
+        for warning in SecretSource.fileExposures(sendersDirectory: secrets.directory) { Log.write(.warning, "\(warning)") }
         if let directory = secrets.directory {
             let names = secrets.senders.keys.sorted().joined(separator: ", ")
             Log.write(.info, "senders from \(directory): \(names.isEmpty ? "none" : names)")
@@ -180,6 +193,7 @@ struct Serve: ParsableCommand {
         var hook = hookOptions.hook
         if hook != nil && spool == nil { hook?.privateSlotsDirectory = try Settings.privateHookSlots() }
         defer { if let slots = hook?.privateSlotsDirectory { Settings.removePrivateHookSlots(slots) } }
+        if let hook, let spool { hook.startRunner(for: spool, logFile: nil) }  // retries left by a previous run
         var responder = Responder(verifier: verifier, secrets: secrets, spool: spool, hook: hook,
                                   accessLog: try accessLog ?? Settings.accessLog())
         responder.version = WebhookHandler.version
@@ -218,7 +232,10 @@ struct Sign: ParsableCommand {
     var secretFile: String?
 
     @Option(name: .long, help: "The signature scheme (default: $WEBHOOK_SCHEME, else x-signature).")
-    var scheme: SignatureScheme?
+    var scheme: String?
+
+    @Option(name: .long, help: "Twilio and other schemes that sign the URL: the URL the sender requests.")
+    var url: String = ""
 
     @Option(name: .long, help: "Standard Webhooks: the message id (default: a random msg_…).")
     var id: String?
@@ -235,7 +252,11 @@ struct Sign: ParsableCommand {
             Log.writeStandardError("webhook-handler sign: \(error.detail ?? "no usable secret")\n")
             throw ExitCode(1)
         }
-        let scheme = try scheme ?? Settings.scheme()
+        let scheme = try Settings.verifier(maxBodyBytes: nil, scheme: scheme).scheme
+        guard let secret = keyring.current else {
+            Log.writeStandardError("webhook-handler sign: only public keys are configured; v1a is signed by the sender's private key\n")
+            throw ExitCode(1)
+        }
         if let problem = keyring.unusable(for: scheme) {
             Log.writeStandardError("webhook-handler sign: \(problem.detail ?? "unusable secret")\n")
             throw ExitCode(1)
@@ -246,7 +267,7 @@ struct Sign: ParsableCommand {
         }
         let randomID = "msg_" + (0..<12).map { _ in String(UInt8.random(in: 0...255), radix: 16) }.joined()
         let headers = scheme.headers(
-            for: body, secret: keyring.current, id: id ?? randomID, timestamp: timestamp ?? Int64(time(nil)))
+            for: body, secret: secret, id: id ?? randomID, timestamp: timestamp ?? Int64(time(nil)), url: url)
         if scheme == .xSignature {
             print(headers[0].1)
         } else {
@@ -255,7 +276,6 @@ struct Sign: ParsableCommand {
     }
 }
 
-extension SignatureScheme: ExpressibleByArgument {}
 extension AccessLogPolicy: ExpressibleByArgument {}
 
 /// Settings shared by the CGI path and the command line.
@@ -274,12 +294,15 @@ enum Settings {
     }
 
     /// The hook named by `command`, else by `WEBHOOK_EXEC`; nil when neither names one.
-    static func hook(command: String?, timeoutSeconds: Double?, concurrency: Int?) -> Hook? {
+    static func hook(command: String?, timeoutSeconds: Double?, concurrency: Int?, maxAttempts: Int? = nil,
+                     backoffSeconds: Double? = nil) -> Hook? {
         guard let command = command ?? environment("WEBHOOK_EXEC"), !command.isEmpty else { return nil }
         return Hook(
             command: command,
             timeoutSeconds: timeoutSeconds ?? environment("WEBHOOK_EXEC_TIMEOUT").flatMap(Double.init) ?? 30,
-            concurrency: concurrency ?? environment("WEBHOOK_EXEC_CONCURRENCY").flatMap(Int.init) ?? 2)
+            concurrency: concurrency ?? environment("WEBHOOK_EXEC_CONCURRENCY").flatMap(Int.init) ?? 2,
+            maxAttempts: maxAttempts ?? environment("WEBHOOK_EXEC_MAX_ATTEMPTS").flatMap(Int.init) ?? Hook.defaultMaxAttempts,
+            backoffSeconds: backoffSeconds ?? environment("WEBHOOK_EXEC_BACKOFF").flatMap(Double.init) ?? Hook.defaultBackoffSeconds)
     }
 
     /// `WEBHOOK_ACCESS_LOG`, else every request.
@@ -332,7 +355,7 @@ enum Settings {
         }
     }
 
-    static func verifier(maxBodyBytes: Int?, scheme: SignatureScheme? = nil, toleranceSeconds: Int64? = nil) throws
+    static func verifier(maxBodyBytes: Int?, scheme: String? = nil, toleranceSeconds: Int64? = nil) throws
         -> Verifier
     {
         var limit = maxBodyBytes ?? Verifier.defaultMaxBodyBytes
@@ -342,24 +365,41 @@ enum Settings {
             }
             limit = value
         }
-        var tolerance = toleranceSeconds ?? Verifier.defaultToleranceSeconds
+        var tolerance = toleranceSeconds
         if toleranceSeconds == nil, let text = environment("WEBHOOK_TOLERANCE_SECONDS") {
             guard let value = Int64(text), value >= 0 else {
                 throw ValidationError("WEBHOOK_TOLERANCE_SECONDS must be a number of seconds, not \(text)")
             }
             tolerance = value
         }
-        return Verifier(maxBodyBytes: limit, scheme: try scheme ?? Settings.scheme(), toleranceSeconds: tolerance)
+        let generic = try genericScheme()
+        let catalog = Verifier(maxBodyBytes: limit, toleranceSeconds: tolerance, generic: generic)
+        guard let name = scheme ?? environment("WEBHOOK_SCHEME"), !name.isEmpty else { return catalog }
+        guard let chosen = catalog.scheme(named: name) else {
+            let names = (SignatureScheme.presets.map(\.name) + ["generic"]).joined(separator: ", ")
+            let why = name == "generic" ? "generic needs WEBHOOK_GENERIC_HEADER" : "it must be one of \(names)"
+            throw ValidationError("no scheme \(name): \(why)")
+        }
+        return catalog.with(scheme: chosen)
     }
 
-    /// The scheme named by `WEBHOOK_SCHEME`, or the default.
-    static func scheme() throws -> SignatureScheme {
-        guard let text = environment("WEBHOOK_SCHEME"), !text.isEmpty else { return .xSignature }
-        guard let scheme = SignatureScheme(rawValue: text) else {
-            let names = SignatureScheme.allCases.map(\.rawValue).joined(separator: ", ")
-            throw ValidationError("WEBHOOK_SCHEME must be one of \(names), not \(text)")
+    /// The `generic` scheme from `WEBHOOK_GENERIC_*`, when `WEBHOOK_GENERIC_HEADER` is set.
+    static func genericScheme() throws -> SignatureScheme? {
+        func value(_ name: String) -> String? { environment("WEBHOOK_GENERIC_" + name).flatMap { $0.isEmpty ? nil : $0 } }
+        guard let header = value("HEADER") else { return nil }
+        guard let algorithm = MACAlgorithm(rawValue: value("ALGORITHM") ?? "sha256"), algorithm != .token else {
+            throw ValidationError("WEBHOOK_GENERIC_ALGORITHM must be sha256, sha512 or sha1")
         }
-        return scheme
+        guard let encoding = SignatureEncoding(rawValue: value("ENCODING") ?? "hex"), encoding != .plain else {
+            throw ValidationError("WEBHOOK_GENERIC_ENCODING must be hex or base64")
+        }
+        do {
+            return try SignatureScheme.generic(
+                header: header, algorithm: algorithm, encoding: encoding, prefix: value("PREFIX") ?? "",
+                template: value("TEMPLATE") ?? "{body}", timestampHeader: value("TIMESTAMP_HEADER"))
+        } catch {
+            throw ValidationError("the generic scheme (WEBHOOK_GENERIC_*): \(error)")
+        }
     }
 }
 

@@ -2,7 +2,8 @@
 # The webhook contract over HTTP through a real Apache on 127.0.0.1, in set-ups built from deploy/:
 #   4. Apache -> mod_proxy_fcgi -> webhook-handler --listen SOCKET   (deploy/apache/proxy-fcgi.conf)
 #   5. Apache -> mod_cgid (ScriptAlias) -> webhook-handler as CGI      (deploy/apache/cgi.conf)
-#   6. Apache + the shared-hosting .htaccess -> the portable binary    (deploy/shared-hosting/.htaccess)
+#   6. Apache + the shared-hosting .htaccess -> webhook.cgi -> the portable binary, with suEXEC and without
+#      (deploy/shared-hosting/; Tests/Integration/shared_hosting.sh, which needs root)
 #   7. Apache -> mod_fcgid -> webhook-handler on fd 0                  (deploy/apache/fcgid.conf)
 # and the rest of deploy/: the portable binary is self-contained (ldd; serves with the Swift toolchain hidden),
 # and the systemd units pass systemd-analyze verify.
@@ -15,62 +16,39 @@ forwarder="$(dirname "$handler")/webhook-forwarder"  # built beside the handler;
 deploy=$(realpath "$(dirname "$0")/../../deploy")
 secret="apache-secret-$$-$RANDOM"
 printf '%s\n' "$secret" >"$work/secret"
-chmod 644 "$work/secret"                 # CGI programs run as Apache's user (nobody here)
-modules=/usr/lib/apache2/modules
+# As the recipes say: readable by Apache's group (CGI programs run as its user, nobody:nogroup here), not by others.
+chgrp nogroup "$work/secret"
+chmod 0640 "$work/secret"
+# The socket as the recipes make it: 0660 (the default), its group from a setgid directory of Apache's group.
+install -d -m 2750 -g nogroup "$work/run"
+source "$(dirname "$0")/apache_lib.sh"
 
-# apache_with SITE_FILE: starts Apache (pid in $apache_pid) on a free port ($port) with a site file, itself a
-# recipe from deploy/ templated only for paths.
+# apache_with SITE_FILE: Apache as nobody on a free port ($port) with a site file, itself a recipe from deploy/
+# templated only for paths.
 apache_with() {
-    port=$(free_port)
-    mkdir -p "$work/apache" "$work/htdocs"
-    chmod 755 "$work/apache" "$work/htdocs"
-    cat >"$work/httpd.conf" <<CONF
-ServerRoot "$work/apache"
-ServerName 127.0.0.1
-Listen 127.0.0.1:$port
-PidFile "$work/apache/httpd.pid"
-ErrorLog "$work/apache-error.log"
-LogLevel warn
-User nobody
-Group nogroup
-LoadModule mpm_event_module $modules/mod_mpm_event.so
-LoadModule authz_core_module $modules/mod_authz_core.so
-LoadModule authz_host_module $modules/mod_authz_host.so
-LoadModule alias_module $modules/mod_alias.so
-LoadModule dir_module $modules/mod_dir.so
-LoadModule env_module $modules/mod_env.so
-LoadModule mime_module $modules/mod_mime.so
-LoadModule rewrite_module $modules/mod_rewrite.so
-LoadModule cgid_module $modules/mod_cgid.so
-LoadModule proxy_module $modules/mod_proxy.so
-LoadModule proxy_fcgi_module $modules/mod_proxy_fcgi.so
-LoadModule fcgid_module $modules/mod_fcgid.so
-TypesConfig /etc/mime.types
-ScriptSock "$work/apache/cgid.sock"
-FcgidIPCDir "$work/apache/fcgid"
-FcgidProcessTableFile "$work/apache/fcgid_shm"
-DocumentRoot "$work/htdocs"
-<Directory "$work/htdocs">
-    AllowOverride All
-    Require all granted
-</Directory>
-Include "$work/site.conf"
-CONF
-    sed -e "s|/run/webhook-handler/webhook.sock|$work/handler.sock|" \
+    sed -e "s|/run/webhook-handler/webhook.sock|$work/run/webhook.sock|" \
         -e "s|/usr/local/bin/webhook-handler|$handler|" \
         -e "s|/etc/webhook-handler/secret|$work/secret|" \
         "$1" >"$work/site.conf"
-    start apache "$work/apache.log" apache2 -f "$work/httpd.conf" -DFOREGROUND
-    apache_pid=$last_pid
-    wait_until "Apache on port $port" curl -s -o /dev/null "http://127.0.0.1:$port/" ||
-        { cat "$work/apache-error.log" "$work/apache.log" >&2; return 1; }
+    apache_start nobody nogroup "LoadModule proxy_module $modules/mod_proxy.so
+LoadModule proxy_fcgi_module $modules/mod_proxy_fcgi.so
+LoadModule fcgid_module $modules/mod_fcgid.so
+FcgidIPCDir \"$work/apache/fcgid\"
+FcgidProcessTableFile \"$work/apache/fcgid_shm\"
+DocumentRoot \"$work/htdocs\"
+<Directory \"$work/htdocs\">
+    AllowOverride All
+    Require all granted
+</Directory>
+Include \"$work/site.conf\""
 }
 
 echo "== 4. Apache -> mod_proxy_fcgi -> webhook-handler on its own socket"
 start webhook-handler "$work/handler.log" env -i API_SECRET_KEY_FILE="$work/secret" \
-    "$handler" --listen "$work/handler.sock" --socket-mode 0666 --workers 2
+    "$handler" --listen "$work/run/webhook.sock" --workers 2
 handler_pid=$last_pid
-wait_until "the handler's socket" test -S "$work/handler.sock"
+wait_until "the handler's socket" test -S "$work/run/webhook.sock"
+expect "mod_proxy_fcgi: the socket is 0660 in Apache's group" test "$(stat -c '%a %G' "$work/run/webhook.sock")" = "660 nogroup"
 apache_with "$deploy/apache/proxy-fcgi.conf"
 contract "http://127.0.0.1:$port/api/webhook" "$secret" "mod_proxy_fcgi"
 expect "mod_proxy_fcgi: the status page counts those requests" \
@@ -85,18 +63,8 @@ contract "http://127.0.0.1:$port/api/webhook" "$secret" "mod_cgid"
 check "mod_cgid: query words are not options" 405 'Method GET is not allowed' "http://127.0.0.1:$port/api/webhook?--help"
 stop "$apache_pid"
 
-echo "== 6. Apache + the shared-hosting .htaccess -> the portable binary"
-mkdir -p "$work/htdocs/api"
-install -m 0755 "$portable" "$work/htdocs/api/webhook.cgi"
-sed "s|/home/USER/webhook-secret|$work/secret|" "$deploy/shared-hosting/.htaccess" >"$work/htdocs/api/.htaccess"
-printf '' >"$work/site.empty"
-apache_with "$work/site.empty"
-contract "http://127.0.0.1:$port/api/webhook" "$secret" "shared hosting"
-status_of() { curl -s -o /dev/null -w '%{http_code}' "$1"; }
-expect "shared hosting: .htaccess is not served" test "$(status_of "http://127.0.0.1:$port/api/.htaccess")" = 403
-expect "shared hosting: no directory listing" test "$(status_of "http://127.0.0.1:$port/api/")" = 403
-stop "$apache_pid"
-rm -rf "$work/htdocs/api"
+echo "== 6. Apache + the shared-hosting .htaccess -> webhook.cgi -> the portable binary, with suEXEC and without"
+expect "shared hosting: Tests/Integration/shared_hosting.sh passes" "$(dirname "$0")/shared_hosting.sh" "$portable"
 
 echo "== 7. Apache -> mod_fcgid -> webhook-handler on fd 0"
 apache_with "$deploy/apache/fcgid.conf"

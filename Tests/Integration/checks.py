@@ -1,7 +1,7 @@
 """What the Python integration tests share: the `ok`/`FAIL` lines and the closing `N passed, N failed` line that
 CI reads, polling for a condition, free ports, the handler as a CGI (a signed request's environment, the
 response read back), and one request on a raw FastCGI connection."""
-import hashlib, hmac, re, socket, struct, time
+import hashlib, hmac, re, socket, struct, tempfile, time
 
 
 class Checks:
@@ -15,6 +15,17 @@ class Checks:
         else:
             self.failed += 1
             print("FAIL %s %s" % (name, detail), flush=True)
+
+    def run(self, prefix, tests):
+        """Runs each test(work) in one temporary directory; a test that cannot even run is a failure, not a crash of
+        the suite. Returns the exit status (``summary``)."""
+        with tempfile.TemporaryDirectory(prefix=prefix) as work:
+            for test in tests:
+                try:
+                    test(work)
+                except Exception as error:
+                    self.expect("%s ran" % test.__name__, False, repr(error))
+        return self.summary()
 
     def summary(self):
         """Prints the closing line; returns the exit status."""

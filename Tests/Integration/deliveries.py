@@ -9,7 +9,8 @@ Races are opened with strace (inject=SYSCALL:delay_enter= / error=), crashes wit
              break a body being read; a CGI dies on SIGTERM; a response nobody read is logged as undelivered
   hooks      a burst makes at most --exec-concurrency runners and no zombies; spool retry skips a payload a runner
              has; a failed move to cur/ is a failure; without a spool the command inherits no socket and
-             --exec-concurrency holds
+             --exec-concurrency holds; SIGKILL to a runner, to spool retry or to a worker mid-command leaves no
+             process of the run (in its group, setsid, or below that) after a second
 
 Usage: deliveries.py PATH/TO/webhook-handler
 """
@@ -377,10 +378,10 @@ def test_bounded_runners(work):
     sampler.join()
     expect("hooks: a burst of 80 payloads, all 200, all handed on (cur/ %d)" % len(files(spool, "cur")),
            statuses == [200] * 80 and drained)
-    # the supervisor, 4 workers, 2 runners (each with the child it spawns, which runs our binary until it executes
-    # /bin/sh), and a worker's short-lived intermediate fork each, at the most
-    expect("hooks: at most --exec-concurrency runners at once (peak %d handler processes, bound 13)" % peak[0],
-           peak[0] <= 13)
+    # the supervisor, 4 workers, 2 runners (each with its run's guard, and the guard's child, which runs our binary
+    # until it executes /bin/sh), and a worker's short-lived intermediate fork each, at the most
+    expect("hooks: at most --exec-concurrency runners at once (peak %d handler processes, bound 15)" % peak[0],
+           peak[0] <= 15)
     zombies = [p for w in server.workers() for p in children(w) if not alive(p)]
     expect("hooks: no finished runner is left unreaped", not zombies, zombies)
     server.stop()
@@ -413,6 +414,87 @@ def test_retry_and_failed_moves(work):
     expect("hooks: ... and the payload stays in new/", stuck in files(spool, "new"))
 
 
+def run_processes(pids_file, count):
+    """The pids a hook command wrote (`count` of them), once it has written them all."""
+    wait_until(lambda: os.path.exists(pids_file) and len(open(pids_file).read().split()) >= count, seconds=10)
+    return [int(pid) for pid in open(pids_file).read().split()]
+
+
+def parent(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        return int(f.read().split(") ")[1].split()[1])
+
+
+def comm(pid):
+    with open("/proc/%d/comm" % pid) as f:
+        return f.read().strip()
+
+
+def hook_command(pids, runs):
+    """A command that leaves processes behind three ways: in its group, in a session of its own (setsid), and a
+    child of that; it writes their pids (and its own, first) to `pids`."""
+    return ("echo run >> %s; echo $$ >> %s; sleep 31 >/dev/null 2>&1 & echo $! >> %s; "
+            "setsid sh -c 'sleep 32 & echo $! >> %s; exec sleep 33' >/dev/null 2>&1 & echo $! >> %s; exec sleep 34"
+            % (runs, pids, pids, pids, pids))
+
+
+def killed_mid_command(name, pids, victim_of):
+    """SIGKILLs the process that runs the hook (victim_of(guard pid)) once the command has started everything;
+    expects every process of the run to be gone within a second."""
+    run = run_processes(pids, 5)
+    guard = parent(run[0])
+    expect("%s: the command runs under its guard (%s)" % (name, comm(guard)), comm(guard) == "webhook-hook")
+    victim = victim_of(guard)
+    everything = run + [guard] if victim != guard else run
+    if executable(victim) != HANDLER:
+        expect("%s: the process to kill (%d) runs the handler" % (name, victim), False)
+        return
+    os.kill(victim, signal.SIGKILL)
+    gone = wait_until(lambda: not any(alive(pid) for pid in everything), seconds=1)
+    expect("%s: SIGKILL to it mid-command: within a second no process of the run is left" % name, gone,
+           [pid for pid in everything if alive(pid)])
+    for pid in everything:  # do not leave them to the reaper if the check failed
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def runner_of(guard):
+    """The process that runs the hook: the guard's parent (or, before there were guards, the command's parent)."""
+    return parent(guard) if comm(guard) == "webhook-hook" else guard
+
+
+def test_hook_dies_with_its_runner(work):
+    spool = os.path.join(work, "kill-spool")
+    pids, runs = os.path.join(work, "kill-pids"), os.path.join(work, "kill-runs")
+    status, _, answer = cgi(payload("killed runner"), spool, WEBHOOK_EXEC=hook_command(pids, runs))
+    ident = json.loads(answer)["id"]
+    killed_mid_command("hooks: a hook runner", pids, runner_of)
+    expect("hooks: ... and the payload is still in new/, with no failure counted", ident in files(spool, "new")
+           and not os.path.exists(os.path.join(spool, ".hook-failed", ident)))
+    os.unlink(pids)
+    retry = subprocess.Popen([HANDLER, "spool", "retry", "--spool-dir", spool, "--exec", hook_command(pids, runs)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={"PATH": "/usr/bin:/bin"})
+    killed_mid_command("hooks: spool retry", pids, lambda guard: retry.pid)
+    retry.wait()
+    done = subprocess.run([HANDLER, "spool", "retry", "--spool-dir", spool, "--exec", "echo retry >> %s" % runs],
+                          capture_output=True, timeout=30, env={"PATH": "/usr/bin:/bin"})
+    expect("hooks: ... then it runs once more, after the killed runs (%s)" % open(runs).read().split(),
+           b"1 delivered" in done.stdout and open(runs).read().split() == ["run", "run", "retry"], done.stdout)
+
+    os.unlink(pids)
+    server = Server(work, "kill-worker", ["--workers", "1", "--exec", hook_command(pids, runs)])
+    def post():
+        try:
+            fcgi_post(server.socket, payload("killed worker"))
+        except OSError:
+            pass  # its worker was killed
+    client = threading.Thread(target=post)
+    client.start()
+    killed_mid_command("no spool: a FastCGI worker", pids, runner_of)
+    client.join()
+    server.stop()
+
+
 def slot_directories():
     temporary = os.environ.get("TMPDIR", "/tmp")
     return {name for name in os.listdir(temporary) if name.startswith("webhook-handler-hooks.")}
@@ -421,16 +503,16 @@ def slot_directories():
 def test_hook_without_spool(work):
     slots_before = slot_directories()
     pidfile = os.path.join(work, "background.pid")
+    listing = os.path.join(work, "background.fds")
     server = Server(work, "nospool", ["--workers", "2", "--exec",
-                                      "sleep 30 </dev/null >/dev/null 2>&1 & echo $! > %s" % pidfile])
+                                      "sleep 30 </dev/null >/dev/null 2>&1 & echo $! > %s; ls -l /proc/$!/fd > %s"
+                                      % (pidfile, listing)])
     status, _, _ = fcgi_post(server.socket, payload("background"))
-    wait_until(lambda: os.path.exists(pidfile) and open(pidfile).read().strip())
     background = int(open(pidfile).read())
-    sockets = [os.readlink("/proc/%d/fd/%s" % (background, fd)) for fd in os.listdir("/proc/%d/fd" % background)]
-    sockets = [link for link in sockets if link.startswith("socket:")]
+    sockets = [line for line in open(listing) if "socket:" in line]
     expect("no spool: a background process the command starts holds no socket of the handler's (%s)" % sockets,
            status == 200 and not sockets)
-    os.kill(background, signal.SIGKILL)
+    expect("no spool: ... and it does not outlive the run", wait_until(lambda: not alive(background), seconds=1))
     server.stop()
 
     log = os.path.join(work, "intervals")
@@ -454,7 +536,8 @@ def main():
     with tempfile.TemporaryDirectory(prefix="webhook-deliveries-") as work:
         for test in (test_spool, test_fork_failure, test_backoff, test_parent_death, test_silent_peers,
                      test_sigterm_with_a_silent_connection, test_sigusr1_mid_body, test_cgi_sigterm, test_undelivered,
-                     test_bounded_runners, test_retry_and_failed_moves, test_hook_without_spool):
+                     test_bounded_runners, test_retry_and_failed_moves, test_hook_without_spool,
+                     test_hook_dies_with_its_runner):
             try:
                 test(work)
             except Exception as error:  # a test that cannot even run is a failure, not a crash of the suite

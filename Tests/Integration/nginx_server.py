@@ -10,11 +10,11 @@ RECIPES = os.path.join(os.path.dirname(os.path.realpath(__file__)), "..", "..", 
 class Nginx:
     """nginx with the recipe as shipped, only its port and socket path changed (as lib.sh's nginx_with does)."""
 
-    def __init__(self, work, socket_path):
+    def __init__(self, work, socket_path, recipe="webhook.conf"):
         self.port = free_port()
         self.status_port = free_port()  # the status page's own loopback-only listener
         self.error_log = os.path.join(work, "nginx-error.log")
-        with open(os.path.join(RECIPES, "webhook.conf")) as f:
+        with open(os.path.join(RECIPES, recipe)) as f:
             site = f.read().replace("listen 127.0.0.1:8080;", "listen 127.0.0.1:%d;" % self.port) \
                 .replace("listen 127.0.0.1:8081;", "listen 127.0.0.1:%d;" % self.status_port) \
                 .replace("unix:/run/webhook-handler/webhook.sock", "unix:" + socket_path) \

@@ -13,12 +13,13 @@
 
 Usage: postgres.py PATH/TO/webhook-handler PATH/TO/webhook-forwarder
 """
-import hashlib, json, os, random, signal, subprocess, sys, tempfile, time
+import hashlib, json, os, random, re, signal, socket, subprocess, sys, tempfile, time
 
 from checks import Checks, parse_cgi, signed_cgi_environment, wait_until
-from postgres_server import BIN, Postgres
+from postgres_server import BIN, Postgres, spool_of
 
 HANDLER, FORWARDER = (os.path.realpath(p) for p in sys.argv[1:3])
+ROOT = os.path.join(os.path.dirname(os.path.realpath(__file__)), "..", "..")
 SECRET = "postgres-secret-%d" % os.getpid()
 checks = Checks()
 expect = checks.expect
@@ -114,13 +115,28 @@ def test_crashes(work, pg):
            and not new_files(spool) and rows_are_exact(pg))
 
 
-def start_consumer(work, pg, name, command, lease="3"):
+def start_consumer(work, pg, name, command, lease="3", url=None, *extra):
     log = open(os.path.join(work, name + ".log"), "ab")
-    return subprocess.Popen([FORWARDER, "consume", "--database-url", pg.url, "--exec", command, "--lease-seconds", lease],
-                            stdout=log, stderr=log)
+    return subprocess.Popen([FORWARDER, "consume", "--database-url", url or pg.url, "--exec", command, "--lease-seconds",
+                             lease, "--renew-seconds", "1"] + list(extra), stdout=log, stderr=log)
+
+
+def group_members(pgid):
+    """The processes still in process group `pgid`."""
+    members = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open("/proc/%s/stat" % pid) as f:
+                state, _, group = f.read().rsplit(")", 1)[1].split()[:3]
+                if int(group) == pgid and state != "Z":  # a zombie is dead, waiting for whoever adopted it
+                    members.append(int(pid))
+        except (OSError, IndexError, ValueError):
+            pass
+    return members
 
 
 def test_consumers(work, pg):
+    run("migrate", "--database-url", pg.url)
     pg.sql("DELETE FROM webhook_payloads")
     spool = os.path.join(work, "for-consumers")
     for n in range(320):
@@ -149,11 +165,17 @@ def test_consumers(work, pg):
     deliver(spool, body)
     forward(spool, pg.url)
     hung = os.path.join(work, "hung")
-    first = start_consumer(work, pg, "first", "echo $$ > %s; sleep 60" % hung, lease="3")
+    first = start_consumer(work, pg, "first", "echo $(ps -o pgid= $$) > %s; sleep 60" % hung, lease="3")
     wait_until(lambda: os.path.exists(hung) and open(hung).read().strip(), seconds=10)
+    group = int(open(hung).read())
     first.kill()
     first.wait()
-    os.killpg(int(open(hung).read()), signal.SIGKILL)  # its command (a process group of its own) too
+    gone = wait_until(lambda: not group_members(group), seconds=1)
+    left = group_members(group)
+    for pid in left:  # do not leave them to the reaper
+        os.kill(pid, signal.SIGKILL)
+    expect("consumers: a consumer SIGKILLed mid-command: within a second no process of its command remains (%s)" % left,
+           gone and not left)
     second = start_consumer(work, pg, "second", "cat > /dev/null; echo $WEBHOOK_ID >> %s" % handled, lease="3")
     ident = hashlib.sha256(body).hexdigest()
     again = wait_until(lambda: pg.sql("SELECT state || ' ' || attempts FROM webhook_payloads WHERE id = '%s'" % ident)
@@ -245,13 +267,311 @@ def test_purge(work, pg):
            and pg.sql("SELECT count(*) FROM webhook_payloads WHERE state = 'pending'") == pending)
 
 
+def run(*arguments, timeout=120, **kwargs):
+    return subprocess.run([FORWARDER] + list(arguments), capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+def test_schema_and_roles(work, pg):
+    """#19.10: DDL only in `migrate` or when the table is absent; the forwarder and the consumer under roles with
+    only the grants docs/forwarder.md lists; an older table is refused until migrated."""
+    url = pg.database("leastpriv")
+    first, again = run("migrate", "--database-url", url), run("migrate", "--database-url", url)
+    expect("migrate: creates the schema, versioned (%s), and a second run does nothing (%s)"
+           % (first.stdout.strip(), again.stdout.strip()),
+           first.returncode == 0 and "applied migrations 1, 2" in first.stdout and "up to date" in again.stdout
+           and pg.sql("SELECT string_agg(version::text, ',' ORDER BY version) FROM webhook_forwarder_migrations", url) == "1,2",
+           first.stderr + again.stderr)
+    grants = re.findall(r"^    (GRANT .*;|CREATE ROLE .*;)$", open(os.path.join(ROOT, "docs", "forwarder.md")).read(), re.M)
+    for grant in grants:
+        pg.sql(grant, url)
+    spool = os.path.join(work, "leastpriv")
+    spool_of(spool, 50, tag="leastpriv")
+    as_forwarder = url.replace("user=postgres", "user=webhook_forwarder")
+    as_consumer = url.replace("user=postgres", "user=webhook_consumer")
+    moved = run("forward", "--once", "--spool-dir", spool, "--database-url", as_forwarder)
+    consumed = run("consume", "--once", "--database-url", as_consumer, "--exec", "cat > /dev/null")
+    listed = run("list", "--state", "done", "--database-url", as_consumer)
+    expect("least privilege: with only the documented grants (%d statements) forward, consume and list work (%s / %s)"
+           % (len(grants), moved.stdout.strip(), consumed.stdout.strip()),
+           len(grants) >= 4 and moved.returncode == 0 and consumed.stdout.strip() == "50 done, 0 failed"
+           and len(listed.stdout.splitlines()) == 50, moved.stderr[-300:] + consumed.stderr[-300:] + listed.stderr[-300:])
+
+    old = pg.database("oldschema")
+    pg.sql("CREATE TABLE webhook_payloads (id text PRIMARY KEY, body bytea NOT NULL, received timestamptz NOT NULL, "
+           "remote_addr text, content_type text, sender text, scheme text, host text NOT NULL, forwarded_at timestamptz "
+           "NOT NULL DEFAULT now(), state text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'done')), attempts "
+           "integer NOT NULL DEFAULT 0, available_at timestamptz NOT NULL DEFAULT now(), lease_until timestamptz, "
+           "last_error text, done_at timestamptz)", old)
+    refused = run("forward", "--once", "--spool-dir", spool, "--database-url", old)
+    upgraded = run("migrate", "--database-url", old)
+    expect("an older table is refused with the command that upgrades it, and migrate upgrades it (%s)"
+           % upgraded.stdout.strip(), refused.returncode == 1 and "webhook-forwarder migrate" in refused.stderr
+           and upgraded.returncode == 0 and pg.sql("SELECT count(*) FROM pg_indexes WHERE indexname = "
+                                                   "'webhook_payloads_take'", old) == "1", refused.stderr[-300:])
+
+
+def explained(pg, marker):
+    """The plans auto_explain logged for statements whose text contains `marker`."""
+    log = open(os.path.join(pg.directory, "log"), errors="replace").read()
+    entries = [entry.split(" LOG: ")[0].rsplit("\n", 1)[0] for entry in log.split("plan:")[1:]]
+    return [entry for entry in entries if marker in entry]
+
+
+def test_million(work, pg):
+    """#19.5 and 7: a million pending rows: the take is an index scan in the take's order (no sort); retention
+    inside consume deletes old done rows by index, in small batches."""
+    url = pg.database("million")
+    run("migrate", "--database-url", url)
+    pg.sql("INSERT INTO webhook_payloads (id, body, received, host, available_at) SELECT md5(g::text), "
+           "convert_to('{}', 'UTF8'), now(), 'h', now() - interval '1 day' + g * interval '1 ms' "
+           "FROM generate_series(1, 1000000) g", url)
+    pg.sql("INSERT INTO webhook_payloads (id, body, received, host, state, done_at) SELECT 'done' || g, '\\x00', now(), "
+           "'h', 'done', now() - interval '30 days' FROM generate_series(1, 3000) g", url)
+    pg.sql("ANALYZE webhook_payloads", url)
+    pg.sql("ALTER DATABASE million SET session_preload_libraries = 'auto_explain'", url)
+    pg.sql("ALTER DATABASE million SET auto_explain.log_min_duration = 0", url)
+    consumer = start_consumer(work, pg, "million", "cat > /dev/null", "30", url, "--keep-done-days", "7")
+    done = wait_until(lambda: pg.sql("SELECT count(*) >= 50 FROM webhook_payloads WHERE done_at > now() - interval '1 hour'",
+                                     url) == "t", seconds=120)
+    consumer.send_signal(signal.SIGTERM)
+    consumer.wait(timeout=30)
+    takes = explained(pg, "LIMIT 1 FOR UPDATE SKIP LOCKED")
+    take_plans_ok = takes and all("Index Scan using webhook_payloads_take" in plan and "Sort" not in plan for plan in takes)
+    expect("a million pending rows: every take is an index scan on webhook_payloads_take, no sort (%d plans)" % len(takes),
+           done and take_plans_ok, takes[0][:800] if takes else "no plan logged")
+    deletes = explained(pg, "DELETE FROM webhook_payloads")
+    left = pg.sql("SELECT count(*) FROM webhook_payloads WHERE done_at < now() - interval '7 days'", url)
+    expect("retention: consume deleted the rows done more than 7 days ago (%s left), by the done_at index"
+           % left, left == "0" and deletes and all("webhook_payloads_done" in plan for plan in deletes),
+           deletes[0][:800] if deletes else "no DELETE logged")
+    pg.sql("DROP DATABASE million")
+
+
+def test_listing_once(work, pg):
+    """#19.6: one pass lists new/ once, not once per batch."""
+    spool = os.path.join(work, "listing")
+    spool_of(spool, 3000, size=100, tag="listing")
+    traced = forward(spool, pg.url, "--batch-size", "100", strace=["-e", "trace=openat", "-o", os.path.join(work, "openat")])
+    listings = open(os.path.join(work, "openat")).read().count('/new", O_RDONLY|O_NONBLOCK|O_CLOEXEC|O_DIRECTORY')
+    expect("forward lists new/ once for 30 batches of 100, not once a batch (%d listings; %s)"
+           % (listings, traced.stdout.strip()), traced.returncode == 0 and 1 <= listings <= 2, traced.stderr[-300:])
+
+
+def silent_port():
+    """A port that accepts connections (the kernel does, from the backlog) and never answers."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    return listener
+
+
+def test_timeouts(work, pg):
+    """#19.9: time-outs by default (the URL has no connect_timeout); the URL's own wins; SIGTERM within a second
+    while the server is silent."""
+    listener = silent_port()
+    url = "host=127.0.0.1 port=%d user=postgres dbname=postgres" % listener.getsockname()[1]
+    spool = os.path.join(work, "silent")
+    spool_of(spool, 3, tag="silent")
+    began = time.time()
+    try:
+        silent = forward(spool, url)
+        took = time.time() - began
+        expect("a silent server: forward --once gives up by itself within the default 10 s (%.1f s: %s)"
+               % (took, silent.stderr.strip()[-160:]), silent.returncode == 1 and took < 20 and len(new_files(spool)) == 3)
+    except subprocess.TimeoutExpired:
+        expect("a silent server: forward --once gives up by itself", False, "still waiting after 120 s")
+    began = time.time()
+    own = forward(spool, url + " connect_timeout=3")
+    expect("the URL's connect_timeout=3 overrides the default (%.1f s)" % (time.time() - began),
+           own.returncode == 1 and time.time() - began < 7)
+    for name, command in (("forward", [FORWARDER, "forward", "--spool-dir", spool, "--database-url", url]),
+                          ("consume", [FORWARDER, "consume", "--database-url", url, "--exec", "true"])):
+        service = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(2)
+        service.send_signal(signal.SIGTERM)
+        began = time.time()
+        try:
+            code = service.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            service.kill()
+            code = service.wait()
+        expect("%s: SIGTERM while the server is silent stops it within a second (%.2f s, exit %s)"
+               % (name, time.time() - began, code), time.time() - began < 1.0 and code == 0)
+    listener.close()
+
+
+def test_session_settings(work, pg):
+    """#19.11 and 12: a database with synchronous_commit=off and bytea_output=escape: the forwarder's commits are
+    synchronous; takes still read exact bodies; forward --from-cur --since re-inserts what a failover lost."""
+    url = pg.database("settings")
+    run("migrate", "--database-url", url)
+    pg.sql("ALTER DATABASE settings SET synchronous_commit = off", url)
+    pg.sql("ALTER DATABASE settings SET bytea_output = 'escape'", url)
+    pg.sql("CREATE TABLE commit_modes (mode text); CREATE FUNCTION record_mode() RETURNS trigger LANGUAGE plpgsql AS "
+           "$$BEGIN INSERT INTO commit_modes VALUES (current_setting('synchronous_commit')); RETURN NULL; END$$; "
+           "CREATE TRIGGER record_mode AFTER INSERT ON webhook_payloads FOR EACH STATEMENT EXECUTE FUNCTION record_mode()",
+           url)
+    spool = os.path.join(work, "settings")
+    for n in range(12):
+        deliver(spool, payload(n, "settings"))
+    moved = forward(spool, url)
+    expect("synchronous_commit=off for the database: the forwarder's session commits with it on (%s)"
+           % pg.sql("SELECT string_agg(DISTINCT mode, ',') FROM commit_modes", url),
+           moved.returncode == 0 and pg.sql("SELECT string_agg(DISTINCT mode, ',') FROM commit_modes", url) == "on")
+    handled = os.path.join(work, "settings-handled")
+    consumed = run("consume", "--once", "--database-url", url, "--exec",
+                   'echo "$WEBHOOK_ID $(sha256sum | cut -c1-64)" >> %s' % handled)
+    lines = open(handled).read().split() if os.path.exists(handled) else []
+    expect("bytea_output=escape: every take reads the exact body (%s)" % consumed.stdout.strip(),
+           consumed.stdout.strip() == "12 done, 0 failed" and len(lines) == 24
+           and all(lines[i] == lines[i + 1] for i in range(0, 24, 2)), consumed.stderr[-300:])
+    pg.sql("DELETE FROM webhook_payloads WHERE id IN (SELECT id FROM webhook_payloads ORDER BY id LIMIT 5)", url)
+    cur = sorted(os.listdir(os.path.join(spool, "cur")))
+    again = forward(spool, url, "--from-cur", "--since", "1h")
+    expect("forward --from-cur --since 1h puts back the 5 rows a failover lost, files stay in cur/ (%s)"
+           % again.stdout.strip(), again.returncode == 0 and "forwarded 5 payloads" in again.stdout
+           and pg.sql("SELECT count(*) FROM webhook_payloads", url) == "12"
+           and sorted(os.listdir(os.path.join(spool, "cur"))) == cur, again.stderr[-300:])
+
+
+def test_secrets(work, pg):
+    """#19.13: no password fragment in the log; --database-url disappears from the command line."""
+    spool = os.path.join(work, "secrets")
+    spool_of(spool, 1, tag="secrets")
+    malformed = forward(spool, "host=127.0.0.1 port=%d password=hunter2 tail-of-the-secret" % pg.port)
+    expect("a malformed URL: the error says so without quoting the password's fragments (%s)" % malformed.stderr.strip(),
+           malformed.returncode == 1 and "tail-of-the-secret" not in malformed.stderr
+           and "hunter2" not in malformed.stderr and "malformed" in malformed.stderr)
+    service = subprocess.Popen([FORWARDER, "forward", "--spool-dir", spool, "--database-url", pg.url + " password=pw-in-argv"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.5)
+    shown = open("/proc/%d/cmdline" % service.pid, "rb").read()
+    service.send_signal(signal.SIGTERM)
+    service.wait(timeout=10)
+    expect("--database-url is wiped from /proc/PID/cmdline once it has started", b"pw-in-argv" not in shown, shown)
+
+
+def test_spool_errors(work, pg):
+    """#19.14: a wrong spool directory or a torn file is an error, not "forwarded 0"."""
+    wrong = forward(os.path.join(work, "no-such-spool"), pg.url)
+    expect("forward --once on a missing spool exits 1 saying so (%s)" % wrong.stderr.strip()[-120:],
+           wrong.returncode == 1 and "cannot read the spool" in wrong.stderr and "forwarded 0" not in wrong.stdout)
+    service = subprocess.run([FORWARDER, "forward", "--spool-dir", os.path.join(work, "no-such-spool"), "--database-url",
+                              pg.url], capture_output=True, text=True, timeout=10)
+    expect("the forward service on a missing spool exits 1 at once", service.returncode == 1)
+    spool = os.path.join(work, "torn")
+    spool_of(spool, 5, tag="torn")
+    with open(os.path.join(spool, "new", "f" * 64), "wb") as f:
+        f.write(b'{"id":"' + b"f" * 64 + b'","received":"2026-11-30T00:00:00.000Z","length":100}\n{"short"')
+    torn = forward(spool, pg.url)
+    expect("a torn file in new/: the others are forwarded, it stays, the run says so and exits 1 (%s)" % torn.stdout.strip(),
+           torn.returncode == 1 and "cannot be read whole" in torn.stderr and "forwarded 5" in torn.stdout
+           and new_files(spool) == ["f" * 64], torn.stderr[-300:])
+
+
+def test_leases(work, pg):
+    """#19.2: the lease is renewed while the command runs, so a second consumer never takes a payload whose first
+    consumer lives; a lease shorter than two renewals is refused."""
+    run("migrate", "--database-url", pg.url)
+    short = run("consume", "--once", "--database-url", pg.url, "--exec", "true", "--lease-seconds", "3")
+    expect("a 3 s lease with the default 10 s renewal is refused (exit %d: %s)" % (short.returncode, short.stderr.strip()[-120:]),
+           short.returncode == 64 and "--renew-seconds" in short.stderr)
+    pg.sql("DELETE FROM webhook_payloads")
+    spool = os.path.join(work, "leases")
+    deliver(spool, payload(1, "lease"))
+    forward(spool, pg.url)
+    runs = os.path.join(work, "lease-runs")
+    command = "cat > /dev/null; echo start >> %s; sleep 7; echo end >> %s" % (runs, runs)
+    first = start_consumer(work, pg, "lease-1", command, "2")
+    wait_until(lambda: os.path.exists(runs), seconds=10)
+    second = start_consumer(work, pg, "lease-2", command, "2")
+    finished = wait_until(lambda: pg.sql("SELECT state FROM webhook_payloads") == "done", seconds=20)
+    for consumer in (first, second):
+        consumer.send_signal(signal.SIGTERM)
+        consumer.wait(timeout=20)
+    said = open(runs).read().split()
+    expect("a 2 s lease renewed every second: a 7 s command runs once, never twice at once (%s)" % said,
+           finished and said == ["start", "end"] and pg.sql("SELECT attempts FROM webhook_payloads") == "1")
+
+
+def test_attempts(work, pg):
+    """#19.4: WEBHOOK_ATTEMPT, backoff with jitter, --max-attempts then failed with every attempt's error, the
+    give-up status, list --state failed, retry."""
+    run("migrate", "--database-url", pg.url)
+    pg.sql("DELETE FROM webhook_payloads")
+    spool = os.path.join(work, "attempts")
+    ids = spool_of(spool, 6, tag="attempts")
+    forward(spool, pg.url)
+    seen = os.path.join(work, "attempt-numbers")
+    failing = 'echo "$WEBHOOK_ATTEMPT" >> %s; echo "no luck $WEBHOOK_ATTEMPT" >&2; exit 3' % seen
+    for _ in range(3):
+        pg.sql("UPDATE webhook_payloads SET available_at = now() WHERE state = 'pending'")
+        run("consume", "--once", "--max-attempts", "3", "--database-url", pg.url, "--exec", failing)
+    numbers = sorted(open(seen).read().split())
+    failed = pg.sql("SELECT count(*) FROM webhook_payloads WHERE state = 'failed' AND attempts = 3 "
+                    "AND jsonb_array_length(errors) = 3 AND errors->2->>'error' LIKE '%no luck 3%'")
+    expect("--max-attempts 3: the command saw WEBHOOK_ATTEMPT 1, 2, 3; then each payload is failed with its 3 errors",
+           numbers == ["1"] * 6 + ["2"] * 6 + ["3"] * 6 and failed == "6", numbers)
+    listed = run("list", "--state", "failed", "--database-url", pg.url)
+    expect("list --state failed shows them", sorted(line.split()[0] for line in listed.stdout.splitlines()) == sorted(ids))
+    back = run("retry", ids[0], "--database-url", pg.url)
+    expect("retry ID sends one back (%s)" % back.stdout.strip(),
+           back.stdout.strip() == "sent back 1 payloads" and pg.sql("SELECT state FROM webhook_payloads WHERE id = '%s'"
+                                                                   % ids[0]) == "pending")
+    run("retry", "--failed", "--database-url", pg.url)
+    jittered = run("consume", "--once", "--database-url", pg.url, "--exec", "exit 3")
+    pauses = pg.sql("SELECT string_agg(round(extract(epoch FROM available_at - (errors->-1->>'at')::timestamptz), 2)::text, "
+                    "' ') FROM webhook_payloads").split()
+    expect("the first retry waits 10 s +-25 %%, jittered (%s)" % pauses,
+           jittered.returncode == 1 and len(pauses) == 6 and all(7.4 <= float(p) <= 12.6 for p in pauses)
+           and len(set(pauses)) > 1)
+    pg.sql("UPDATE webhook_payloads SET available_at = now()")
+    gave_up = run("consume", "--once", "--database-url", pg.url, "--exec", "exit 65")
+    expect("exit 65 fails a payload for good at once (%s)" % gave_up.stdout.strip(),
+           pg.sql("SELECT count(*) FROM webhook_payloads WHERE state = 'failed' AND attempts = 2") == "6")
+    run("retry", "--failed", "--database-url", pg.url)
+    passing = run("consume", "--once", "--database-url", pg.url, "--exec", "cat > /dev/null")
+    expect("retry --failed: all of them handled after (%s)" % passing.stdout.strip(), passing.stdout.strip() == "6 done, 0 failed")
+
+
+def test_batches(work, pg):
+    """#19.8: batches bounded by bytes; a batch refused for what it carries is split; the one payload that can
+    never be inserted is set aside, not retried forever ahead of the rest."""
+    url = pg.database("batches")
+    run("migrate", "--database-url", url)
+    pg.sql("CREATE TABLE statements (tx bigint); CREATE FUNCTION count_tx() RETURNS trigger LANGUAGE plpgsql AS "
+           "$$BEGIN INSERT INTO statements VALUES (txid_current()); RETURN NULL; END$$; "
+           "CREATE TRIGGER count_tx AFTER INSERT ON webhook_payloads FOR EACH STATEMENT EXECUTE FUNCTION count_tx()", url)
+    spool = os.path.join(work, "batches")
+    spool_of(spool, 20, size=300000, tag="big")
+    sized = forward(spool, url, "--batch-bytes", "1000000")
+    transactions = int(pg.sql("SELECT count(DISTINCT tx) FROM statements", url))
+    expect("--batch-bytes 1 MB: 20 bodies of 300 kB go in 7 transactions of at most 4, not one (%d; %s)"
+           % (transactions, sized.stdout.strip()), sized.returncode == 0 and transactions == 7, sized.stderr[-300:])
+    pg.sql("ALTER TABLE webhook_payloads ADD CONSTRAINT stand_in_for_too_large CHECK (length(body) < 200000) NOT VALID", url)
+    ids = spool_of(spool, 30, size=100, tag="small")
+    spool_of(spool, 1, size=250000, tag="refused")
+    refused = forward(spool, url)
+    aside = os.listdir(os.path.join(spool, "unforwardable")) if os.path.isdir(os.path.join(spool, "unforwardable")) else []
+    expect("a payload PostgreSQL refuses even alone is set aside and said, the 30 others forwarded (%s)"
+           % refused.stdout.strip(), refused.returncode == 1 and len(aside) == 1 and not new_files(spool)
+           and "forwarded 30" in refused.stdout and "set aside" in refused.stderr
+           and pg.sql("SELECT count(*) FROM webhook_payloads WHERE id IN (%s)" % ",".join("'%s'" % i for i in ids), url)
+           == "30", refused.stderr[-300:])
+
+
 def main():
     with tempfile.TemporaryDirectory(prefix="webhook-postgres-") as work:
         os.chmod(work, 0o755)
         pg = Postgres(work, "server-a")
         try:
+            only = sys.argv[3:]  # test names to run, for development; all by default
             for test in (test_two_hosts_and_an_outage, test_crashes, test_service, test_consumers, test_failover,
-                         test_once_and_hooks, test_purge):
+                         test_once_and_hooks, test_purge, test_schema_and_roles, test_listing_once, test_timeouts,
+                         test_session_settings, test_secrets, test_spool_errors, test_leases, test_attempts,
+                         test_batches, test_million):
+                if only and test.__name__ not in only:
+                    continue
                 try:
                     test(work, pg)
                 except Exception as error:  # a test that cannot run is a failure, not a crash of the suite

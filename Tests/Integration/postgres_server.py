@@ -1,6 +1,6 @@
 """A PostgreSQL server of a test's own, started and stopped by it on 127.0.0.1 (Tests/Integration/postgres.py,
 bench/forward.py)."""
-import os, re, shutil, subprocess
+import hashlib, json, os, re, shutil, subprocess
 
 from checks import free_port
 
@@ -33,8 +33,14 @@ class Postgres:
     def stop(self):
         self.as_postgres([os.path.join(BIN, "pg_ctl"), "-D", self.data, "-m", "fast", "-w", "stop"])
 
-    def sql(self, query):
-        done = subprocess.run(["psql", "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", self.url, "-c", query],
+    def database(self, name):
+        """A fresh database `name` on this server; returns its URL (no connect_timeout: libpq's defaults are ours)."""
+        self.sql("DROP DATABASE IF EXISTS %s" % name)
+        self.sql("CREATE DATABASE %s" % name)
+        return "host=127.0.0.1 port=%d user=postgres dbname=%s" % (self.port, name)
+
+    def sql(self, query, url=None):
+        done = subprocess.run(["psql", "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", url or self.url, "-c", query],
                               capture_output=True, text=True)
         if done.returncode != 0:
             raise RuntimeError(done.stderr)
@@ -56,3 +62,20 @@ def pgbench_inserts(pg, clients, seconds, work):
     if not found:
         raise RuntimeError(done.stdout + done.stderr)
     return float(found.group(1))
+
+
+def spool_of(directory, count, size=1000, tag=""):
+    """A handler's spool with `count` payloads of about `size` bytes in new/, written directly (as the handler
+    writes them, without running it `count` times); returns their ids."""
+    for sub in ("new", "cur", "tmp"):
+        os.makedirs(os.path.join(directory, sub), exist_ok=True)
+    ids = []
+    for n in range(count):
+        body = json.dumps({"n": n, "tag": tag, "pad": "x" * size}).encode()
+        ident = hashlib.sha256(body).hexdigest()
+        envelope = {"id": ident, "received": "2026-11-30T00:00:00.000Z", "remote_addr": "127.0.0.1",
+                    "content_type": "application/json", "sender": None, "scheme": "x-signature", "length": len(body)}
+        with open(os.path.join(directory, "new", ident), "wb") as f:
+            f.write(json.dumps(envelope, separators=(",", ":")).encode() + b"\n" + body)
+        ids.append(ident)
+    return ids

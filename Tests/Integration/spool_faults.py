@@ -104,13 +104,14 @@ def test_full_and_read_only(work):
 
 
 class Server:
-    def __init__(self, socket_path, spool, log, workers=3, strace=(), arguments=()):
+    def __init__(self, socket_path, spool, log, workers=3, strace=(), arguments=(), prefix=(), recovered=True):
         env = {"API_SECRET_KEY": SECRET, "WEBHOOK_SPOOL_DIR": spool, "PATH": os.environ["PATH"]}
         self.log = open(log, "ab")
         self.traced = bool(strace)
         command = [HANDLER, "--listen", socket_path, "--workers", str(workers)] + list(arguments)
         if strace:
             command = ["strace", "-f", "-qq", "-o", "/dev/null"] + list(strace) + command
+        command = list(prefix) + command  # a command that ends by exec'ing the handler (same pid)
         self.process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)
         deadline = time.time() + 10
         # the workers and the journal's namer (a spool is journaled by default)
@@ -118,6 +119,8 @@ class Server:
             if time.time() > deadline:
                 raise RuntimeError("server did not start")
             time.sleep(0.02)
+        if recovered:  # the supervisor serves at once and recovers what a crash left in the background
+            wait_until(lambda: not recovering(), 120)
 
     def supervisor(self):
         """The handler's supervisor: under strace, strace's child running the handler."""
@@ -162,6 +165,19 @@ class Server:
         code = self.process.wait(timeout=40)
         self.log.close()
         return code
+
+
+def recovering():
+    """The journal's background recoveries (webhook-recover processes of this handler) still running."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if open("/proc/%s/comm" % pid).read().strip() == "webhook-recover" and \
+                    os.path.realpath("/proc/%s/exe" % pid) == HANDLER:
+                found.append(int(pid))
+        except OSError:
+            pass
+    return found
 
 
 def fastcgi(socket_path, body):
@@ -293,36 +309,41 @@ def test_journal_restart(work):
     corrupted record. Recovery restores what the records hold and never delivers the corrupted one."""
     spool, socket_path, log = os.path.join(work, "j-restart"), os.path.join(work, "j.sock"), os.path.join(work, "j.log")
     server = Server(socket_path, spool, log, workers=1)
-    bodies = [body_of(500 + 100 * i, "restart-%d" % i) for i in range(6)]
+    bodies = [body_of(500 + 100 * i, "restart-%d" % i) for i in range(7)]
     ids = post_all(socket_path, bodies)
-    expect("journal: six payloads acknowledged", None not in ids, ids)
+    expect("journal: seven payloads acknowledged", None not in ids, ids)
     expect("journal: the namer names them in new/ without a request waiting",
            wait_until(lambda: all(stored(spool, i, b) for i, b in zip(ids, bodies)), 5))
     server.kill_all()  # well within the five idle seconds before a checkpoint
     records = journal_records(spool)
-    expect("journal: the slot holds the six records (no checkpoint yet)", [r[1] for r in records] == ids, len(records))
+    expect("journal: the slot holds the seven records (no checkpoint yet)", [r[1] for r in records] == ids, len(records))
     new = lambda i: os.path.join(spool, "new", ids[i])
+    cur = lambda i: os.path.join(spool, "cur", ids[i])
     os.truncate(new(0), 0)                                   # an unsynced file left empty
     os.remove(new(1))                                        # an unsynced name lost
-    os.rename(new(2), os.path.join(spool, "cur", ids[2]))    # consumed before the crash
+    os.rename(new(2), cur(2))                                # consumed before the crash
+    os.rename(new(5), cur(5))                                # consumed, then left empty by the restart
+    os.truncate(cur(5), 0)
     os.remove(new(4))
-    os.remove(new(5))
+    os.remove(new(6))
     with open(os.path.join(spool, ".journal", "log"), "r+b") as f:  # the last record torn: one byte of its body
-        f.seek(records[5][0] + 16 + 2 + 64 + 40)
+        f.seek(records[6][0] + 16 + 2 + 64 + 40)
         byte = f.read(1)
         f.seek(-1, 1)
         f.write(bytes([byte[0] ^ 0x20]))
     set_boot_id(spool, "00000000-0000-0000-0000-000000000000")
     done = subprocess.run([HANDLER, "spool", "recover", "--spool-dir", spool], capture_output=True, text=True, timeout=30)
     expect("journal restart: spool recover says what it named", done.returncode == 0 and
-           done.stdout.strip() == "recovered 3 payloads into new/", (done.returncode, done.stdout, done.stderr))
+           done.stdout.strip() == "recovered 4 payloads into new/", (done.returncode, done.stdout, done.stderr))
     expect("journal restart: an emptied file is written again", stored(spool, ids[0], bodies[0]))
     expect("journal restart: a lost name is restored", stored(spool, ids[1], bodies[1]))
     expect("journal restart: a consumed payload stays in cur/ only",
-           not os.path.exists(new(2)) and os.path.exists(os.path.join(spool, "cur", ids[2])))
+           not os.path.exists(new(2)) and open(cur(2), "rb").read().partition(b"\n")[2] == bodies[2])
     expect("journal restart: an intact file is left as it is", stored(spool, ids[3], bodies[3]))
     expect("journal restart: a record before the torn one is restored", stored(spool, ids[4], bodies[4]))
-    expect("journal restart: the torn record is never delivered", not os.path.exists(new(5)), files(spool, "new"))
+    expect("journal restart: a consumed payload the restart left empty is written again in cur/, not new/",
+           not os.path.exists(new(5)) and open(cur(5), "rb").read().partition(b"\n")[2] == bodies[5])
+    expect("journal restart: the torn record is never delivered", not os.path.exists(new(6)), files(spool, "new"))
     expect("journal restart: the slot was checkpointed (no record left)", journal_records(spool) == [])
     server = Server(socket_path, spool, log, workers=1)
     status, _, _ = fastcgi(socket_path, body_of(100, "after-recovery"))

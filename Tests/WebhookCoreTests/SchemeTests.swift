@@ -63,7 +63,7 @@ import Testing
         let list = "v1a,ignored v2,AAAA v1,Zm9vYmFy \(standardSignature)"
         #expect(run(.standardWebhooks, standardHeaders(signature: list), body: message, keys: [standard], now: stamp).isVerified)
         #expect(run(.standardWebhooks, standardHeaders(signature: "v2,AAAA v1a,x"), body: message, keys: [standard], now: stamp)
-            == .badRequest("webhook-signature has no v1 signature"))
+            == .badRequest("webhook-signature has no v1 or v1a signature"))
     }
 
     @Test(arguments: [-301, 301, -100_000, 100_000] as [Int64])
@@ -165,7 +165,7 @@ import Testing
 
     // MARK: Key rotation
 
-    @Test(arguments: SignatureScheme.allCases)
+    @Test(arguments: SignatureScheme.presets)
     func eitherKeyOfARotationIsAcceptedAndNamed(_ scheme: SignatureScheme) throws {
         let current = try Secret("whsec_bmV3LWtleS1uZXcta2V5LW5ldy1rZXk=")
         let previous = try Secret("whsec_b2xkLWtleS1vbGQta2V5LW9sZC1rZXk=")
@@ -182,8 +182,9 @@ import Testing
 
     /// The request headers `signer` would send, as CGI params.
     func headers(_ scheme: SignatureScheme, _ body: [UInt8], _ signer: Secret) -> [String: String] {
-        var params: [String: String] = [:]
-        for (name, value) in scheme.headers(for: body, secret: signer, id: "msg_1", timestamp: 1000) {
+        var params = ["WEBHOOK_URL": "https://example.com/hook"]
+        for (name, value) in scheme.headers(for: body, secret: signer, id: "msg_1", timestamp: 1000,
+                                            url: "https://example.com/hook") {
             params["HTTP_" + name.uppercased().replacingOccurrences(of: "-", with: "_")] = value
         }
         return params

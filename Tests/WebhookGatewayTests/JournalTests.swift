@@ -90,11 +90,11 @@ import WebhookCore
         let fd = open(path, O_RDONLY)
         defer { close(fd) }
         let slot = JournalSlot(fd: fd, index: 0)
-        let header = try #require(slot.header())
+        let header = try #require(try slot.header())
         #expect(header.generation == 7 && header.boot == Array("boot".utf8))
-        let read = try #require(slot.record(at: JournalSlot.headerSize, generation: 7))
+        let read = try #require(try slot.record(at: JournalSlot.headerSize, generation: 7))
         #expect(read.id == String(repeating: "a", count: 64) && read.content == Array("{}\nbody".utf8) && read.size == record.count)
-        #expect(slot.record(at: JournalSlot.headerSize, generation: 8) == nil)  // another generation: not this log's
-        #expect(slot.record(at: JournalSlot.headerSize + record.count, generation: 7) == nil)  // zeros: the end
+        #expect(try slot.record(at: JournalSlot.headerSize, generation: 8) == nil)  // another generation: not this log's
+        #expect(try slot.record(at: JournalSlot.headerSize + record.count, generation: 7) == nil)  // zeros: the end
     }
 }

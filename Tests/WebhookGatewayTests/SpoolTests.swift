@@ -145,4 +145,22 @@ import WebhookCore
         #expect(object["remote_addr"] is NSNull)
         #expect(line.hasSuffix("}\n"))
     }
+
+    /// A file a power cut left short (its name synced, not all its bytes) waits for the journal's recovery: the
+    /// hook never runs on it, and it is not marked failed.
+    @Test func aHookLeavesAShortFileForRecovery() throws {
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        try spool.prepare()
+        let id = Receipt.id(of: body)
+        let whole = Array(envelope(body).line.utf8) + body
+        _ = FileManager.default.createFile(atPath: spool.path("new", id), contents: Data(whole.dropLast(5)))
+        let ran = root + "/ran"
+        let hook = Hook(command: "cat > \(ran)")
+        #expect(hook.deliver(id, from: spool) == .busy)
+        #expect(!FileManager.default.fileExists(atPath: ran))
+        #expect(spool.hookAttempts(id).failures == 0)
+        _ = FileManager.default.createFile(atPath: spool.path("new", id), contents: Data(whole))
+        #expect(hook.deliver(id, from: spool) == .ran(succeeded: true))
+        #expect(try contents(ran) == body)
+    }
 }

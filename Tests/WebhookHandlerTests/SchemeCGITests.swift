@@ -3,7 +3,8 @@ import Testing
 
 /// Every scheme and key rotation through the built binary as a CGI, signed by its own `sign`.
 @Suite struct SchemeCGITests {
-    static let schemes = ["x-signature", "github", "standard-webhooks", "stripe"]
+    static let schemes = ["x-signature", "github", "standard-webhooks", "stripe", "slack", "shopify", "paddle", "svix",
+                          "github-sha1"]
     let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
     let body = Array(#"{"event":"scheme-test"}"#.utf8)
 
@@ -46,13 +47,13 @@ import Testing
         #expect(wrongScheme.status == 400)
     }
 
-    @Test(arguments: ["standard-webhooks", "stripe"])
+    @Test(arguments: ["standard-webhooks", "stripe", "slack", "paddle", "svix"])
     func datedSchemesRefuseAnOldSignature(_ scheme: String) throws {
         let old = String(Int(Date().timeIntervalSince1970) - 1000)
         let params = try signedParams(scheme, secret: secret, extra: ["--timestamp", old])
         let (response, _) = try post(params, body: body, environment: ["API_SECRET_KEY": secret, "WEBHOOK_SCHEME": scheme])
         #expect(response.status == 400)
-        #expect(response.body.contains("more than 300 seconds from now"))
+        #expect(response.body.contains("more than \(scheme == "paddle" ? 5 : 300) seconds from now"))
         let (tolerant, _) = try post(params, body: body, environment: [
             "API_SECRET_KEY": secret, "WEBHOOK_SCHEME": scheme, "WEBHOOK_TOLERANCE_SECONDS": "2000"])
         #expect(tolerant.status == 200)
@@ -107,5 +108,89 @@ import Testing
         let (response, log) = try post(params, body: body, environment: ["API_SECRET_KEY": secret, "WEBHOOK_SCHEME": "github"])
         #expect(response.status == 200)
         #expect(log.contains("delivery=72d3162e-cc78-11e3-81ab-4c9367dc0958"))
+    }
+
+    /// Twilio signs the URL it requested: `sign --url` and the web server's `WEBHOOK_URL` must agree.
+    @Test func twilioSignsTheURL() throws {
+        let form = Array("Body=hello&From=%2B14155550100".utf8)
+        let url = "https://example.com/api/twilio?x=1"
+        let signed = try Programs.run(Programs.handler, ["sign", "--scheme", "twilio", "--url", url],
+                                      environment: ["API_SECRET_KEY": secret], stdin: form)
+        let header = String(decoding: signed.stdout, as: UTF8.self).split(separator: ":", maxSplits: 1)[1]
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        let environment = ["API_SECRET_KEY": secret, "WEBHOOK_SCHEME": "twilio"]
+        let (ok, log) = try post(["HTTP_X_TWILIO_SIGNATURE": header, "WEBHOOK_URL": url], body: form, environment: environment)
+        #expect(ok.status == 200, "\(ok.body) \(log)")
+        // Without WEBHOOK_URL, the request's own parts make the URL.
+        let parts = ["REQUEST_SCHEME": "https", "HTTP_HOST": "example.com", "REQUEST_URI": "/api/twilio?x=1"]
+        let (rebuilt, _) = try post(parts.merging(["HTTP_X_TWILIO_SIGNATURE": header]) { $1 }, body: form, environment: environment)
+        #expect(rebuilt.status == 200)
+        let (moved, _) = try post(["HTTP_X_TWILIO_SIGNATURE": header, "WEBHOOK_URL": url + "&y=2"], body: form,
+                                  environment: environment)
+        #expect(moved.status == 400)
+    }
+
+    @Test func gitLabTokenIsTheSecret() throws {
+        let environment = ["API_SECRET_KEY": "gitlab-token-0123456789", "WEBHOOK_SCHEME": "gitlab"]
+        let (ok, _) = try post(["HTTP_X_GITLAB_TOKEN": "gitlab-token-0123456789"], body: body, environment: environment)
+        #expect(ok.status == 200)
+        let (wrong, log) = try post(["HTTP_X_GITLAB_TOKEN": "gitlab-token-012345678"], body: body, environment: environment)
+        #expect(wrong.status == 400)
+        #expect(!log.contains("gitlab-token-0123456789"))
+    }
+
+    /// v1a: the spec's message, signed by a key whose public half is configured (variable, then file).
+    @Test func v1aPublicKeysFromTheEnvironmentOrAFile() throws {
+        let message = Array(#"{"test": 2432232314}"#.utf8)
+        let params = ["HTTP_WEBHOOK_ID": "msg_p5jXN8AQM9LWM0D4loKWxJek", "HTTP_WEBHOOK_TIMESTAMP": "1614265330",
+                      "HTTP_WEBHOOK_SIGNATURE": "v1a,yoUrgEkc12aGqm0n4Sydmdz55xJfTz4AsAgieHFjmkR7LJtqVCZOQYzvvHjI5kAey+r4iaBGxTFRrl2iBQxtDQ=="]
+        let key = "whpk_A6EHv/POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbg="
+        let other = "whpk_6kpsY+KcUgq+9VB7Ey7F+ZVHdq6+vnuSQh7qaRRG0iw="
+        let file = try TemporaryFile(contents: "\(other)\n\(key)\n")
+        let since = String(Int(Date().timeIntervalSince1970) - 1_614_265_330 + 100)
+        for keys in [["WEBHOOK_PUBLIC_KEYS": "\(other) \(key)"], ["WEBHOOK_PUBLIC_KEYS_FILE": file.path]] {
+            let environment = keys.merging(["WEBHOOK_SCHEME": "standard-webhooks", "WEBHOOK_TOLERANCE_SECONDS": since]) { $1 }
+            let (ok, log) = try post(params, body: message, environment: environment)
+            #expect(ok.status == 200, "\(ok.body) \(log)")
+            #expect(log.contains(" key=2/2"), "\(log)")
+            let (tampered, _) = try post(params, body: message + [0x20], environment: environment)
+            #expect(tampered.status == 400)
+        }
+        let (untrusted, _) = try post(params, body: message, environment: [
+            "WEBHOOK_PUBLIC_KEYS": other, "WEBHOOK_SCHEME": "standard-webhooks", "WEBHOOK_TOLERANCE_SECONDS": since])
+        #expect(untrusted.status == 400)
+        let (malformed, log) = try post(params, body: message, environment: [
+            "WEBHOOK_PUBLIC_KEYS": "whpk_AAAA", "WEBHOOK_SCHEME": "standard-webhooks"])
+        #expect(malformed.status == 500)
+        #expect(log.contains("not a Standard Webhooks public key"))
+        let (onlyKeys, why) = try post(try signedParams("github", secret: secret), body: body, environment: [
+            "WEBHOOK_PUBLIC_KEYS": key, "WEBHOOK_SCHEME": "github"])
+        #expect(onlyKeys.status == 500)
+        #expect(why.contains("needs a shared secret"))
+    }
+
+    /// The generic scheme, configured by the environment, signed by `sign` and verified.
+    @Test func genericSchemeFromTheEnvironment() throws {
+        let environment = ["API_SECRET_KEY": secret, "WEBHOOK_SCHEME": "generic",
+                           "WEBHOOK_GENERIC_HEADER": "X-Acme-Signature", "WEBHOOK_GENERIC_ALGORITHM": "sha512",
+                           "WEBHOOK_GENERIC_ENCODING": "base64", "WEBHOOK_GENERIC_PREFIX": "sha512=",
+                           "WEBHOOK_GENERIC_TEMPLATE": "{timestamp}.{body}", "WEBHOOK_GENERIC_TIMESTAMP_HEADER": "X-Acme-Time"]
+        let signed = try Programs.run(Programs.handler, ["sign"], environment: environment, stdin: body)
+        #expect(signed.status == 0, "\(signed.stderr)")
+        var params: [String: String] = [:]
+        for line in String(decoding: signed.stdout, as: UTF8.self).split(separator: "\n") {
+            let parts = line.split(separator: ":", maxSplits: 1)
+            params["HTTP_" + parts[0].uppercased().replacingOccurrences(of: "-", with: "_")] =
+                parts[1].trimmingCharacters(in: .whitespaces)
+        }
+        #expect(params["HTTP_X_ACME_SIGNATURE"]?.hasPrefix("sha512=") == true)
+        let (ok, log) = try post(params, body: body, environment: environment)
+        #expect(ok.status == 200, "\(ok.body) \(log)")
+        let (tampered, _) = try post(params, body: body + [0x20], environment: environment)
+        #expect(tampered.status == 400)
+        let bad = environment.merging(["WEBHOOK_GENERIC_TEMPLATE": "{timestamp}"]) { $1 }
+        let refused = try Programs.run(Programs.handler, ["sign"], environment: bad, stdin: body)
+        #expect(refused.status != 0)
+        #expect(refused.stderr.contains("signs no {body}"))
     }
 }

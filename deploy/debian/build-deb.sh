@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the Debian packages webhook-handler_<version>_<arch>.deb and webhook-forwarder_<version>_<arch>.deb, the
-# Debian way: deploy/debian/debian/ (control, changelog, copyright, rules, units, maintainer scripts) and debhelper,
+# Debian way: deploy/debian/debian/ (control, changelog, copyright, rules, maintainer scripts), the units generated
+# from deploy/systemd/ by deploy/debian/units.sh, and debhelper,
 # around release builds made here with the Swift toolchain (its runtime linked in; libfcgi, libpq and glibc from
 # Debian, as the packages' Depends say), with man pages generated from --help. lintian must report no error.
 # Writes both into .build-deb/debs/ and prints the handler package's path as its last line; the rest goes to stderr.
@@ -21,6 +22,7 @@ trap 'rm -rf "$stage"' EXIT
 source="$stage/webhook-handler-$version"
 mkdir -p "$source/prebuilt/nginx" "$source/prebuilt/apache2"
 cp -r deploy/debian/debian "$source/"
+deploy/debian/units.sh "$source/debian"   # the units, from deploy/systemd/ (one source)
 cp "$bin/webhook-handler" "$bin/webhook-forwarder" "$source/prebuilt/"
 cp deploy/nginx/webhook-snippet.conf "$source/prebuilt/nginx/webhook-handler.conf"
 cp deploy/apache/proxy-fcgi.conf "$source/prebuilt/apache2/webhook-handler.conf"

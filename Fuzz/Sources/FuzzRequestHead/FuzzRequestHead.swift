@@ -13,7 +13,7 @@ func main(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>
     runFuzzer(argc, argv) { data, size in
         let input = bytes(data, size)
         guard let selector = input.first else { return 0 }
-        let scheme = SignatureScheme.allCases[Int(selector) % SignatureScheme.allCases.count]
+        let scheme = SignatureScheme.presets[Int(selector) % SignatureScheme.presets.count]
         var fields = input.dropFirst().split(separator: 0, omittingEmptySubsequences: false).map {
             String(decoding: $0, as: UTF8.self)
         }
