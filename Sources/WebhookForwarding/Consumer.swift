@@ -29,6 +29,8 @@ public struct Consumer: Sendable {
     public let maxAttempts: Int
     /// Done payloads older than this are deleted by the consumers (0 keeps them).
     public let keepDoneSeconds: Double
+    /// Where its numbers go (node_exporter's textfile collector), if anywhere.
+    public var metrics: ForwarderMetrics?
 
     /// The command's "do not try again" exit status: EX_DATAERR from sysexits.h ("the input data was incorrect"),
     /// which a command that judges the payload itself can mean; nothing the shell or a killed command produces.
@@ -127,6 +129,7 @@ public struct Consumer: Sendable {
                 """, key + [.text(result.summary), .text(String(pause)), .text(String(final))]).affected
         }
         let lost = updated == 0 ? " (its lease had run out: another consumer has it now)" : ""
+        metrics?.ran(updated == 0 ? "lost" : result.succeeded ? "ok" : "failed")
         Log.write("\(id) attempt \(taken.attempt): \(result.summary); \(verdict)\(lost)")
         return result.succeeded
     }
@@ -158,6 +161,7 @@ public struct Consumer: Sendable {
             if try handle(taken, on: connection) { counts.succeeded += 1 } else { counts.failed += 1 }
         }
         _ = try Self.prune(over: connection, olderThan: keepDoneSeconds)
+        try metrics?.countRows(connection)
         return counts
     }
 
@@ -183,6 +187,7 @@ public struct Consumer: Sendable {
                 _ = try handle(taken, on: connection)
             } while Forwarder.wait(for: [stop], seconds: 0) != stop
             if Forwarder.wait(for: [stop], seconds: 0) == stop { return false }
+            try metrics?.countRows(connection)
             let woken = Forwarder.wait(for: [stop, connection.socket], seconds: min(pollSeconds, leaseSeconds))
             if woken >= 0 && woken != stop { _ = try connection.receiveNotifications() }
             return woken != stop

@@ -19,6 +19,8 @@ public struct Forwarder: Sendable {
     /// A batch holds at most `batchSize` payloads and, unless one body alone is larger, at most this many bytes
     /// of bodies (PostgreSQL refuses a message over 1 GiB).
     public let batchBytes: Int
+    /// Where its numbers go (node_exporter's textfile collector), if anywhere.
+    public var metrics: ForwarderMetrics?
 
     public init(spool: Spool, databaseURL: String, host: String, batchSize: Int = 500, batchBytes: Int = 32 << 20) {
         self.spool = spool
@@ -98,7 +100,9 @@ public struct Forwarder: Sendable {
                 try connection.execute("SELECT pg_notify($1, '')", [.text(Schema.channel)])
             }
             return (items, 0)
-        } catch where error.isAboutTheData {
+        } catch {
+            metrics?.batchFailed()
+            guard error.isAboutTheData else { throw error }
             guard items.count > 1 else {
                 setAside(items[0].id, because: error)
                 return ([], 1)
@@ -145,7 +149,9 @@ public struct Forwarder: Sendable {
     public func forwardOnce() throws(PostgresError) -> Pass {
         _ = try waiting()
         var reported = Set<String>()
-        return try forwardWaiting(over: try connect(), reported: &reported)
+        let pass = try forwardWaiting(over: try connect(), reported: &reported)
+        metrics?.forwarded(pass, lagSeconds: spool.backlog().oldestSeconds ?? 0)
+        return pass
     }
 
     /// `--from-cur --since T`: inserts again the payloads in `cur/` stored at or after `since` (seconds since the
@@ -205,6 +211,7 @@ public struct Forwarder: Sendable {
         } work: { connection throws(PostgresError) in
             let pass = try forwardWaiting(over: connection, reported: &reported)
             if pass.forwarded > 0 { Log.write("forwarded \(pass.forwarded) payloads") }
+            metrics?.forwarded(pass, lagSeconds: spool.backlog().oldestSeconds ?? 0)
             let woken = Self.wait(for: [stop, watch], seconds: pollSeconds)
             if woken == watch { Self.drain(watch) }
             return woken != stop

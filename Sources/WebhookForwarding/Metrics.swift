@@ -17,7 +17,7 @@ public final class ForwarderMetrics: Sendable {
     private let state = Mutex(State())
 
     struct State {
-        var forwarded = 0, batchesFailed = 0, lagSeconds = 0.0, lastForward = 0
+        var forwarded = 0, setAside = 0, batchesFailed = 0, lagSeconds = 0.0, lastForward = 0
         var runs: [String: Int] = ["ok": 0, "failed": 0, "lost": 0]
         /// Rows not yet done, by state (`pending`, `retrying`: pending after a failed attempt, or any other state
         /// that is not `done`), and the oldest pending one's age; nil until the consumer has counted them.
@@ -36,17 +36,19 @@ public final class ForwarderMetrics: Sendable {
         return path.isEmpty ? nil : ForwarderMetrics(path: path)
     }
 
-    /// A forwarding pass ended: `count` rows committed; `lag`: the age of the oldest payload still in `new/`.
-    func forwarded(_ count: Int, lagSeconds: Double) {
+    /// A forwarding pass ended; `lag`: the age of the oldest payload still in `new/`.
+    func forwarded(_ pass: Forwarder.Pass, lagSeconds: Double) {
         state.withLock {
-            $0.forwarded += count
+            $0.forwarded += pass.forwarded
+            $0.setAside += pass.setAside
             $0.lagSeconds = lagSeconds
             $0.lastForward = time(nil)
         }
         write()
     }
 
-    /// A batch's transaction failed: its payloads stay in `new/`.
+    /// A batch's transaction failed: its payloads stay in `new/` (or, refused for what they carry, are tried in
+    /// halves).
     func batchFailed() {
         state.withLock { $0.batchesFailed += 1 }
         write()
@@ -87,8 +89,11 @@ public final class ForwarderMetrics: Sendable {
         var families = [
             MetricFamily("webhook_forwarder_rows_forwarded", .counter, "Payloads forwarded from the spool into PostgreSQL.",
                          value: now.forwarded),
+            MetricFamily("webhook_forwarder_rows_set_aside", .counter,
+                         "Payloads PostgreSQL refused even alone, moved to the spool's unforwardable/ (the log says why).",
+                         value: now.setAside),
             MetricFamily("webhook_forwarder_batches_failed", .counter,
-                         "Forwarding transactions that failed (their payloads stay in new/ and are tried again).",
+                         "Forwarding transactions that failed (their payloads stay in new/, or are tried in halves).",
                          value: now.batchesFailed),
             MetricFamily("webhook_forwarder_lag_seconds", .gauge, unit: "seconds",
                          "Age of the oldest payload left in new/ after the last forwarding pass (0 when caught up).",

@@ -27,6 +27,7 @@ struct Forward: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("The handler's spool (default: $WEBHOOK_SPOOL_DIR).", valueName: "dir"))
     var spoolDir: String?
     @OptionGroup var database: DatabaseOptions
+    @OptionGroup var metrics: MetricsOptions
     @Flag(name: .long, help: "Forward what is there, then exit.")
     var once = false
     @Option(name: .long, help: "Payloads per transaction at most (default: 500).")
@@ -51,8 +52,9 @@ struct Forward: ParsableCommand {
         guard let directory = spoolDir ?? getenv("WEBHOOK_SPOOL_DIR").map({ String(cString: $0) }), !directory.isEmpty else {
             throw ValidationError("name the spool with --spool-dir or WEBHOOK_SPOOL_DIR")
         }
-        let forwarder = Forwarder(spool: Spool(directory: directory), databaseURL: database.url,
+        var forwarder = Forwarder(spool: Spool(directory: directory), databaseURL: database.url,
                                   host: hostName ?? Self.hostName(), batchSize: batchSize, batchBytes: batchBytes)
+        forwarder.metrics = ForwarderMetrics.from(option: metrics.metricsFile)
         if !once && !fromCur {
             return try failing("forward") { () throws(PostgresError) in try forwarder.serve() }
         }
@@ -107,6 +109,7 @@ struct Consume: ParsableCommand {
             """)
 
     @OptionGroup var database: DatabaseOptions
+    @OptionGroup var metrics: MetricsOptions
     @Option(name: .customLong("exec"), help: ArgumentHelp("The shell command to run for each payload.", valueName: "command"))
     var command: String
     @Option(name: .customLong("exec-timeout"), help: "Seconds the command may run before it is killed (default: 30).")
@@ -123,8 +126,11 @@ struct Consume: ParsableCommand {
     var once = false
 
     var consumer: Consumer {
-        Consumer(databaseURL: database.url, command: command, timeoutSeconds: timeoutSeconds, leaseSeconds: leaseSeconds,
-                 renewSeconds: renewSeconds, maxAttempts: maxAttempts, keepDoneDays: keepDoneDays)
+        var consumer = Consumer(databaseURL: database.url, command: command, timeoutSeconds: timeoutSeconds,
+                                leaseSeconds: leaseSeconds, renewSeconds: renewSeconds, maxAttempts: maxAttempts,
+                                keepDoneDays: keepDoneDays)
+        consumer.metrics = ForwarderMetrics.from(option: metrics.metricsFile)
+        return consumer
     }
 
     func validate() throws {
@@ -138,4 +144,10 @@ struct Consume: ParsableCommand {
         print("\(counts.succeeded) done, \(counts.failed) failed")
         if counts.failed > 0 { throw ExitCode(1) }
     }
+}
+
+struct MetricsOptions: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp("Write metrics to this file for node_exporter's textfile collector, e.g. /var/lib/prometheus/node-exporter/webhook-forwarder.prom (default: $WEBHOOK_METRICS_FILE).",
+                                            valueName: "path"))
+    var metricsFile: String?
 }

@@ -333,9 +333,10 @@ def test_undelivered(work):
     client = fcgi_connect(server.socket)
     client.sendall(fcgi_head({"REQUEST_METHOD": "GET", "REMOTE_ADDR": "127.0.0.9"}))
     client.close()  # gone before the answer
-    wait_until(lambda: "127.0.0.9 GET 405" in server.text(), seconds=5)
+    wait_until(lambda: "remote_addr=127.0.0.9 method=GET status=405 " in server.text(), seconds=5)
     expect("a response the web server did not stay for is logged as undelivered",
-           "127.0.0.9 GET 405" in server.text() and "response=undelivered" in server.text(), server.text()[-300:])
+           "remote_addr=127.0.0.9 method=GET status=405 " in server.text() and "response=undelivered" in server.text(),
+           server.text()[-300:])
     server.stop()
 
 

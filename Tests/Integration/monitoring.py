@@ -110,8 +110,9 @@ def test_forwarder(work):
         done = subprocess.run([FORWARDER, "forward", "--once", "--spool-dir", spool, "--database-url", pg.url],
                               env=environment, capture_output=True, text=True, timeout=120)
         found = samples(open(forwarded_file).read())
-        expect("forwarder: the refused batch is counted ($WEBHOOK_METRICS_FILE)",
-               done.returncode == 1 and found.get("webhook_forwarder_batches_failed_total") == 1, found)
+        expect("forwarder: the refused batch is counted, and its payload set aside ($WEBHOOK_METRICS_FILE)",
+               done.returncode == 1 and found.get("webhook_forwarder_batches_failed_total") == 1
+               and found.get("webhook_forwarder_rows_set_aside_total") == 1, found)
         pg.sql("ALTER TABLE webhook_payloads DROP CONSTRAINT refuse_all")
 
         consumed_file = os.path.join(work, "webhook-consumer.prom")
@@ -132,7 +133,7 @@ def test_forwarder(work):
         found = samples(open(consumed_file).read())
         expect("consumer: then 5 runs ok, nothing left to do",
                done.returncode == 0 and found.get('webhook_consumer_runs_total{result="ok"}') == 5
-               and found.get('webhook_payload_rows{state="retrying"}') == 0, found)
+               and found.get('webhook_payload_rows{state="retrying"}') == 0, (found, done.stdout, done.stderr[-600:]))
         return open(forwarded_file).read() + open(consumed_file).read()
     finally:
         pg.stop()
