@@ -10,11 +10,11 @@ import Glibc
 /// 1. take: the oldest available pending row, `FOR UPDATE SKIP LOCKED`, leased by moving its `available_at` to
 ///    the lease's end and counting the attempt (the take's `WHERE` and `ORDER BY` are exactly the index
 ///    `webhook_payloads_take`: a million-row backlog costs each take one index probe, not a sort);
-/// 2. run the command (through ``CommandGuard``: it dies with this consumer), renewing the lease every
+/// 2. run the command (``Hook``'s guard: nothing of it outlives this consumer), renewing the lease every
 ///    `renewSeconds` while it runs, so a payload is never run twice at once while its consumer lives;
 /// 3. record the outcome, if the lease is still ours (`attempts` unchanged): done; or failed for now, available
 ///    again after a backoff with jitter; or **failed** for good after `maxAttempts`, or at once when the command
-///    exits with ``giveUpStatus``, every attempt's error kept in `errors`.
+///    exits with ``Hook/giveUpStatus`` (65, as the handler's hook runners), every attempt's error kept in `errors`.
 ///
 /// A consumer that dies leaves its lease to run out, and the payload is taken again (at least once).
 public struct Consumer: Sendable {
@@ -32,9 +32,6 @@ public struct Consumer: Sendable {
     /// Where its numbers go (node_exporter's textfile collector), if anywhere.
     public var metrics: ForwarderMetrics?
 
-    /// The command's "do not try again" exit status: EX_DATAERR from sysexits.h ("the input data was incorrect"),
-    /// which a command that judges the payload itself can mean; nothing the shell or a killed command produces.
-    public static let giveUpStatus = 65
     /// 25 attempts with the backoff below span about 16 hours: an application down overnight still gets its
     /// payloads; one that refuses a payload for a day needs a person (`list --state failed`, `retry`).
     public static let defaultMaxAttempts = 25
@@ -92,8 +89,8 @@ public struct Consumer: Sendable {
     func handle(_ taken: Taken, on connection: PostgresConnection) throws(PostgresError) -> Bool {
         let id = taken.envelope.id
         let key: [PostgresValue] = [.text(id), .text(String(taken.attempt))]
-        let hook = Hook(command: CommandGuard.wrapping(command, attempt: taken.attempt), timeoutSeconds: timeoutSeconds)
-        let result = CommandRun(hook: hook, body: taken.body, envelope: taken.envelope).wait(every: renewSeconds) {
+        let hook = Hook(command: command, timeoutSeconds: timeoutSeconds)
+        let result = CommandRun(hook: hook, body: taken.body, envelope: taken.envelope, attempt: taken.attempt).wait(every: renewSeconds) {
             do throws(PostgresError) {
                 let renewed = try connection.execute("""
                     UPDATE webhook_payloads SET available_at = now() + make_interval(secs => $3::float8),
@@ -105,7 +102,7 @@ public struct Consumer: Sendable {
                 Log.write("\(id) attempt \(taken.attempt): cannot renew the lease: \(error)")
             }
         }
-        let gaveUp = result.summary.hasPrefix("exited with status \(Self.giveUpStatus) ")
+        let gaveUp = result.givesUp
         let verdict: String
         let updated: Int
         if result.succeeded {
@@ -117,7 +114,7 @@ public struct Consumer: Sendable {
         } else {
             let final = gaveUp || taken.attempt >= maxAttempts
             let pause = Self.backoff(after: taken.attempt)
-            verdict = gaveUp ? "failed: the command gave up on it (exit \(Self.giveUpStatus))"
+            verdict = gaveUp ? "failed: the command gave up on it (exit \(Hook.giveUpStatus))"
                 : final ? "failed after \(taken.attempt) attempts" : "will be tried again in \(Int(pause))s"
             updated = try connection.execute("""
                 UPDATE webhook_payloads SET lease_until = NULL, last_error = $3,
@@ -201,31 +198,33 @@ final class CommandRun: @unchecked Sendable {
     let hook: Hook
     let body: [UInt8]
     let envelope: Envelope
+    let attempt: Int
     /// Written by the run's thread before it ends; read only after `pthread_join`.
     private var result: Hook.Result?
     private var finished: [Int32] = [-1, -1]
 
-    init(hook: Hook, body: [UInt8], envelope: Envelope) {
+    init(hook: Hook, body: [UInt8], envelope: Envelope, attempt: Int) {
         self.hook = hook
         self.body = body
         self.envelope = envelope
+        self.attempt = attempt
     }
 
     /// Starts the run, calls `renew` every `seconds` until it ends, and returns its result.
     func wait(every seconds: Double, renew: () -> Void) -> Hook.Result {
-        guard pipe(&finished) == 0 else { return hook.run(body: body, envelope: envelope) }
+        guard pipe(&finished) == 0 else { return hook.run(body: body, envelope: envelope, attempt: attempt) }
         defer { close(finished[0]) }
         for fd in finished { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
         var thread = pthread_t()
         let started = pthread_create(&thread, nil, { context in
             let run = Unmanaged<CommandRun>.fromOpaque(context!).takeRetainedValue()
-            run.result = run.hook.run(body: run.body, envelope: run.envelope)
+            run.result = run.hook.run(body: run.body, envelope: run.envelope, attempt: run.attempt)
             close(run.finished[1])
             return nil
         }, Unmanaged.passRetained(self).toOpaque())
         guard started == 0 else {
             close(finished[1])
-            return hook.run(body: body, envelope: envelope)
+            return hook.run(body: body, envelope: envelope, attempt: attempt)
         }
         while Forwarder.wait(for: [finished[0]], seconds: seconds) != finished[0] { renew() }
         pthread_join(thread, nil)
