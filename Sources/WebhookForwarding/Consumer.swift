@@ -97,9 +97,9 @@ public struct Consumer: Sendable {
                         lease_until = now() + make_interval(secs => $3::float8)
                     WHERE id = $1 AND attempts = $2 AND state = 'pending'
                     """, key + [.text(String(leaseSeconds))]).affected
-                if renewed == 0 { Log.write("\(id) attempt \(taken.attempt): the lease was lost while the command ran") }
+                if renewed == 0 { Log.write(.warning, "\(id) attempt \(taken.attempt): the lease was lost while the command ran") }
             } catch {
-                Log.write("\(id) attempt \(taken.attempt): cannot renew the lease: \(error)")
+                Log.write(.warning, "\(id) attempt \(taken.attempt): cannot renew the lease: \(error)")
             }
         }
         let gaveUp = result.givesUp
@@ -127,7 +127,8 @@ public struct Consumer: Sendable {
         }
         let lost = updated == 0 ? " (its lease had run out: another consumer has it now)" : ""
         metrics?.ran(updated == 0 ? "lost" : result.succeeded ? "ok" : "failed")
-        Log.write("\(id) attempt \(taken.attempt): \(result.summary); \(verdict)\(lost)")
+        Log.write(result.succeeded && lost.isEmpty ? .info : .warning,
+                  "\(id) attempt \(taken.attempt): \(result.summary); \(verdict)\(lost)")
         return result.succeeded
     }
 

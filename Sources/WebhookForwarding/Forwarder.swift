@@ -45,7 +45,7 @@ public struct Forwarder: Sendable {
     /// Connects, checks the schema, and says where it is connected.
     func connect(stop: Int32 = -1) throws(PostgresError) -> PostgresConnection {
         if access("\(spool.directory)/.hook-slots", F_OK) == 0 {
-            Log.write("warning: the handler of \(spool.directory) also runs an --exec hook: each payload goes either to "
+            Log.write(.warning, "the handler of \(spool.directory) also runs an --exec hook: each payload goes either to "
                 + "the hook or to PostgreSQL; run the command with webhook-forwarder consume --exec instead")
         }
         return try Schema.connect(databaseURL, stop: stop)
@@ -64,7 +64,7 @@ public struct Forwarder: Sendable {
         func flush() throws(PostgresError) {
             let (inserted, refused) = try insert(batch, over: connection)
             for item in inserted where !spool.markTaken(item.id) {
-                Log.write("forwarded \(item.id) but could not move it to cur/: \(String(cString: strerror(errno)))")
+                Log.write(.warning, "forwarded \(item.id) but could not move it to cur/: \(String(cString: strerror(errno)))")
             }
             pass.forwarded += inserted.count
             pass.setAside += refused
@@ -81,7 +81,7 @@ public struct Forwarder: Sendable {
             case .none where access(spool.path("new", id), F_OK) == 0:
                 pass.unreadable += 1
                 if reported.insert(id).inserted {
-                    Log.write("error: \(spool.path("new", id)) cannot be read whole (torn or unreadable): left in new/")
+                    Log.write(.error, "\(spool.path("new", id)) cannot be read whole (torn or unreadable): left in new/")
                 }
             case .none: break  // gone: another forwarder moved it
             }
@@ -119,7 +119,7 @@ public struct Forwarder: Sendable {
         let aside = "\(spool.directory)/unforwardable"
         _ = mkdir(aside, 0o700)
         let moved = rename(spool.path("new", id), "\(aside)/\(id)") == 0
-        Log.write("error: PostgreSQL refuses \(id) even alone (\(error)); "
+        Log.write(.error, "PostgreSQL refuses \(id) even alone (\(error)); "
             + (moved ? "set aside in \(aside)/" : "cannot set it aside: \(String(cString: strerror(errno)))"))
     }
 
@@ -167,7 +167,7 @@ public struct Forwarder: Sendable {
             guard stat(spool.path("cur", name), &status) == 0, Double(status.st_mtim.tv_sec) >= since else { continue }
             guard let item = Self.item(at: spool.path("cur", name)) else {
                 pass.unreadable += 1
-                Log.write("error: \(spool.path("cur", name)) cannot be read whole (torn or unreadable)")
+                Log.write(.error, "\(spool.path("cur", name)) cannot be read whole (torn or unreadable)")
                 continue
             }
             if batch.count >= batchSize || (!batch.isEmpty && bytes + item.body.count > batchBytes) {
@@ -199,7 +199,7 @@ public struct Forwarder: Sendable {
         let stop = stopSignals()
         let watch = clinux_watch_directory(spool.path("new"))
         if watch < 0 {
-            Log.write("warning: cannot watch \(spool.path("new")) (\(String(cString: strerror(errno)))); "
+            Log.write(.warning, "cannot watch \(spool.path("new")) (\(String(cString: strerror(errno)))); "
                 + "looking every \(pollSeconds)s")
         }
         var reported = Set<String>()
@@ -272,7 +272,7 @@ func serveReconnecting(stop: Int32, failing: String, waiting: String,
         } catch where error.state == "stop" {
             break
         } catch {
-            Log.write("\(failing): \(error); \(waiting); trying again in \(Int(pause))s")
+            Log.write(.error, "\(failing): \(error); \(waiting); trying again in \(Int(pause))s")
             if Forwarder.wait(for: [stop], seconds: pause) == stop { break }
             pause = min(30, pause * 2)
         }

@@ -59,7 +59,7 @@ extension PostgresConnection {
                 // libpq only moves on to the next host by itself when one refuses; one that is silent ran out of
                 // time here: try the rest without it.
                 guard error.state == "timeout", let rest = Self.withoutFirstHost(hosts) else { throw error }
-                Log.write("warning: \(error); trying the next host")
+                Log.write(.warning, "\(error); trying the next host")
                 settings.removeAll { ["host", "hostaddr", "port"].contains($0.0) }
                 settings += rest
             }

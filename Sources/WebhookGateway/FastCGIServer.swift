@@ -277,7 +277,7 @@ private struct Supervisor {
     /// process; if either fails, goes on as before and tells `requester` (a pidfd, or -1).
     private mutating func startAgain(requester: Int32) {
         if let problem = Reload.check(Handover.executable, socket: socket) {
-            Log.write("SIGHUP: not started again: \(problem); going on with the running binary")
+            Log.write(.error, "SIGHUP: not started again: \(problem); going on with the running binary")
             Reload.answer(requester, Reload.refused)
             return
         }

@@ -50,7 +50,7 @@ func failing<T>(_ what: String, _ body: () throws(PostgresError) -> T) throws ->
     do {
         return try body()
     } catch {
-        Log.write("cannot \(what): \(error)")
+        Log.write(.error, "cannot \(what): \(error)")
         throw ExitCode(1)
     }
 }
