@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # The Debian packages for real, on this machine (root): built by deploy/debian/build-deb.sh (lintian: no error),
 # installed with dpkg -i, the contract served through the installed nginx snippet and binary, upgraded to a newer
-# build keeping the secret and the spool, removed, purged: nothing left but what Debian policy keeps (the user).
-# systemd does not run here, so the units are checked by systemd-analyze and the handler is started by hand, the
-# way its unit would (as the package's user, the secret from /etc/webhook-handler/secret).
+# build keeping the secret and the spool, removed, purged: a spool still holding payloads is kept (and the purge
+# says how to delete it), otherwise nothing is left but what Debian policy keeps (the user).
+# The maintainer scripts debhelper generated (dpkg-deb -e) are read for what they do to the units on install,
+# upgrade and removal. systemd does not run as PID 1 here, so the units are checked by systemd-analyze and the
+# handler is started by hand, the way its unit would (as the package's user, the secret copied by copy-secret);
+# Tests/Integration/systemd.py installs, upgrades and purges the packages under a real systemd in a container.
 # It installs and purges the packages on this machine: run it on a test machine, not on one serving webhooks.
 # Usage: Tests/Integration/deb.sh
 source "$(dirname "$0")/lib.sh"
@@ -18,29 +21,50 @@ if dpkg-query -W -f='${Status}' webhook-handler 2>/dev/null | grep -q 'ok instal
     dpkg -P webhook-forwarder webhook-handler >/dev/null 2>&1 || true
 fi
 
+echo "== the maintainer scripts debhelper generated"
+dpkg-deb -e "$second" "$work/control"
+code() { grep -v '^[[:space:]]*#' "$work/control/$1"; }   # a maintainer script without its comments
+expect "scripts: postinst never restarts nor stops the socket on upgrade (debhelper's action for it is start)" \
+    sh -c "$(declare -f code); work='$work'; ! code postinst | grep -q '_dh_action=restart\|invoke \(restart\|stop\|try-restart\)' && code postinst | grep -q \"deb-systemd-invoke start 'webhook-handler.socket'\""
+expect "scripts: prerm stops the units only on removal, not on upgrade" \
+    sh -c "$(declare -f code); work='$work'; code prerm | grep -B1 'deb-systemd-invoke stop' | head -n 1 | grep -q '\"\$1\" = remove' && ! code prerm | grep -q 'upgrade'"
+expect "scripts: an upgrade reloads the running service (the new binary checks its configuration, then takes over)" \
+    grep -q 'deb-systemd-invoke reload webhook-handler.service' "$work/control/postinst"
+expect "scripts: the units are the recipe's, generated (copy-secret, reload, the hardening)" \
+    sh -c "dpkg-deb --fsys-tarfile '$second' | tar -xO ./lib/systemd/system/webhook-handler.service | grep -q '^ExecReload=/usr/bin/webhook-handler reload --pid' "
+
 echo "== install"
 dpkg -i "$first" "$(forwarder "$first")" >"$work/install.log" 2>&1 || { cat "$work/install.log"; }
 expect "install: dpkg -i succeeds" sh -c "dpkg-query -W -f='\${Status}\n' webhook-handler webhook-forwarder | grep -c 'install ok installed' | grep -qx 2"
 expect "install: the binaries in /usr/bin" test -x /usr/bin/webhook-handler -a -x /usr/bin/webhook-forwarder
 expect "install: man pages generated from --help" sh -c "man -w webhook-handler && zcat /usr/share/man/man1/webhook-handler.1.gz | grep -q 'spool'"
 expect "install: a system user" sh -c "id -u webhook-handler && test \$(id -u webhook-handler) -lt 1000"
-expect "install: an empty secret file, mode 0640 root:webhook-handler" \
-    sh -c "test ! -s /etc/webhook-handler/secret && test \"\$(stat -c '%a %U:%G' /etc/webhook-handler/secret)\" = '640 root:webhook-handler'"
+expect "install: an empty secret file, mode 0600 root:root (systemd reads it as root)" \
+    sh -c "test ! -s /etc/webhook-handler/secret && test \"\$(stat -c '%a %U:%G' /etc/webhook-handler/secret)\" = '600 root:root'"
 expect "install: the spool, owned by the user" test "$(stat -c '%U %a' /var/lib/webhook-handler/spool)" = "webhook-handler 700"
+expect "install: only the socket is enabled (sockets.target wants it; nothing wants the service)" \
+    sh -c "test -L /etc/systemd/system/sockets.target.wants/webhook-handler.socket && ! ls /etc/systemd/system/*.wants/webhook-handler.service /etc/systemd/system/*.wants/webhook-forwarder.service 2>/dev/null | grep -q ."
 expect "install: the systemd units" test -f /lib/systemd/system/webhook-handler.socket -a -f /lib/systemd/system/webhook-handler.service -a -f /lib/systemd/system/webhook-forwarder.service
 expect "install: the units verify" sh -c "systemd-analyze verify /lib/systemd/system/webhook-handler.socket /lib/systemd/system/webhook-handler.service /lib/systemd/system/webhook-forwarder.service"
 expect "install: nginx and Apache recipes in place, not enabled" \
     sh -c "test -f /etc/nginx/snippets/webhook-handler.conf && test -f /etc/apache2/conf-available/webhook-handler.conf && test ! -e /etc/apache2/conf-enabled/webhook-handler.conf && ! grep -rqs 'snippets/webhook-handler' /etc/nginx/sites-enabled /etc/nginx/conf.d"
-refusal=$(sh -c "$(sed -n "s/^ExecStartPre=+\/bin\/sh -c '\(.*\)'$/\1/p" /lib/systemd/system/webhook-handler.service)" 2>&1) && refused=0 || refused=$?
+mkdir -p /run/webhook-handler-secret
+chown webhook-handler:webhook-handler /run/webhook-handler-secret
+chmod 700 /run/webhook-handler-secret
+copy_secret=$(sed -n 's/^ExecStartPre=+//p' /lib/systemd/system/webhook-handler.service)
+refusal=$($copy_secret 2>&1) && refused=0 || refused=$?
 expect "install: while the secret is empty the service refuses to start, saying why ($refusal)" \
     sh -c "test $refused != 0 && echo '$refusal' | grep -q 'secret is empty'"
 
 echo "== serve through the installed snippet and binary"
 secret="deb-secret-$$-$RANDOM"
 printf '%s\n' "$secret" >/etc/webhook-handler/secret
+$copy_secret
+expect "serve: copy-secret made the service's copy, 0400 for its user" \
+    test "$(stat -c '%a %U' /run/webhook-handler-secret/api-secret)" = "400 webhook-handler"
 mkdir -p /run/webhook-handler
 chown webhook-handler:webhook-handler /run/webhook-handler
-start webhook-handler "$work/handler.log" runuser -u webhook-handler -- env -i API_SECRET_KEY_FILE=/etc/webhook-handler/secret \
+start webhook-handler "$work/handler.log" runuser -u webhook-handler -- env -i API_SECRET_KEY_FILE=/run/webhook-handler-secret/api-secret \
     /usr/bin/webhook-handler --listen /run/webhook-handler/webhook.sock --socket-mode 0666 \
     --spool-dir /var/lib/webhook-handler/spool
 handler_pid=$last_pid
@@ -61,7 +85,8 @@ stop "$handler_pid"
 echo "== upgrade"
 dpkg -i "$second" "$(forwarder "$second")" >"$work/upgrade.log" 2>&1 || cat "$work/upgrade.log"
 expect "upgrade: the newer build is installed" test "$(dpkg-query -W -f='${Version}' webhook-handler)" = 0.1.0-2
-expect "upgrade: the secret is kept" test "$(cat /etc/webhook-handler/secret)" = "$secret"
+expect "upgrade: the secret is kept, 0600 root:root" \
+    test "$(cat /etc/webhook-handler/secret) $(stat -c '%a %U:%G' /etc/webhook-handler/secret)" = "$secret 600 root:root"
 expect "upgrade: the spool is kept" test "$(ls /var/lib/webhook-handler/spool/new | wc -l)" = "$stored"
 
 echo "== remove, then purge"
@@ -71,9 +96,16 @@ expect "remove: configuration stays (conffiles, the secret, the spool)" \
     test -f /etc/nginx/snippets/webhook-handler.conf -a -f /etc/webhook-handler/secret -a -d /var/lib/webhook-handler/spool
 dpkg -P webhook-forwarder webhook-handler >"$work/purge.log" 2>&1 || cat "$work/purge.log"
 expect "purge: the packages are gone" sh -c "! dpkg-query -W -f='\${Status}' webhook-handler 2>/dev/null | grep -q installed"
-expect "purge: configuration, secret and spool are gone" \
-    test ! -e /etc/nginx/snippets/webhook-handler.conf -a ! -e /etc/apache2/conf-available/webhook-handler.conf -a ! -e /etc/webhook-handler -a ! -e /var/lib/webhook-handler
+expect "purge: configuration and secret are gone" \
+    test ! -e /etc/nginx/snippets/webhook-handler.conf -a ! -e /etc/apache2/conf-available/webhook-handler.conf -a ! -e /etc/webhook-handler
+expect "purge: a spool still holding payloads is kept, all $stored of them" \
+    test "$(ls /var/lib/webhook-handler/spool/new | wc -l)" = "$stored"
+expect "purge: and says where it is and how to delete it" grep -q 'still holds payloads.*rm -rf /var/lib/webhook-handler' "$work/purge.log"
+rm -rf /var/lib/webhook-handler
+dpkg -i "$first" >"$work/install-again.log" 2>&1 || cat "$work/install-again.log"
+dpkg -P webhook-handler >"$work/purge-empty.log" 2>&1 || cat "$work/purge-empty.log"
+expect "purge: an empty spool goes with the package" test ! -e /var/lib/webhook-handler -a ! -e /etc/webhook-handler
 expect "purge: nothing of the package is left in the unit directories" \
     sh -c "! ls /lib/systemd/system/webhook-* /etc/systemd/system/*/webhook-* 2>/dev/null | grep -q ."
-rm -rf /run/webhook-handler
+rm -rf /run/webhook-handler /run/webhook-handler-secret
 summary

@@ -10,7 +10,8 @@ RECIPES = os.path.join(os.path.dirname(os.path.realpath(__file__)), "..", "..", 
 class Nginx:
     """nginx with the recipe as shipped, only its port and socket path changed (as lib.sh's nginx_with does)."""
 
-    def __init__(self, work, socket_path, recipe="webhook.conf"):
+    def __init__(self, work, socket_path, recipe="webhook.conf", user=None):
+        """`user`: the user of nginx's workers (default: nobody), e.g. www-data for a socket of group www-data."""
         self.port = free_port()
         self.status_port = free_port()  # the status page's own loopback-only listener
         self.error_log = os.path.join(work, "nginx-error.log")
@@ -22,7 +23,8 @@ class Nginx:
         conf = os.path.join(work, "nginx.conf")
         temp = "".join("%s_temp_path %s/%s;\n" % (kind, work, kind) for kind in ["client_body", "fastcgi", "proxy", "uwsgi", "scgi"])
         with open(conf, "w") as f:
-            f.write("daemon off;\nworker_processes 2;\npid %s/nginx.pid;\nerror_log %s info;\n"
+            f.write(("user %s;\n" % user if user else "") +
+                    "daemon off;\nworker_processes 2;\npid %s/nginx.pid;\nerror_log %s info;\n"
                     "events { worker_connections 1024; }\nhttp {\n access_log off;\n%s%s\n}\n"
                     % (work, self.error_log, temp, site))
         self.process = subprocess.Popen(["nginx", "-e", self.error_log, "-c", conf], stdin=subprocess.DEVNULL)
