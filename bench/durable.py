@@ -95,7 +95,8 @@ class Handler:
         """wrk -t2 -cCONNECTIONS for `seconds`; the values durable.lua printed, checked."""
         env = dict(os.environ, DURABLE_SIGNATURES=signatures, DURABLE_RUN=self.name, DURABLE_THREADS="2",
                    DURABLE_WRAP="1" if wrap else "0")
-        done = subprocess.run(["wrk", "-t2", "-c%d" % connections, "-d%ds" % max(1, round(seconds)), "-s",
+        # A slow answer is latency (in p99), not an error: wrk's own time-out is 2 s.
+        done = subprocess.run(["wrk", "-t2", "-c%d" % connections, "-d%ds" % max(1, round(seconds)), "--timeout", "60s", "-s",
                                os.path.join(BENCH, "durable.lua"), "http://127.0.0.1:%d/api/webhook" % self.nginx.port],
                               capture_output=True, text=True, env=env)
         for thread in (0, 1):
@@ -252,15 +253,20 @@ def costs(work, label, spool, extra=()):
 
 
 def rows_on(kind, directory, work, c):
-    """The rows of one file system at `c` connections: the bursts, the sustained run, pgbench."""
+    """The rows of one file system at `c` connections: the bursts, the sustained run, pgbench; each printed (to
+    stderr) as soon as it is measured, so that a long run that fails later still shows what it measured."""
     spools = os.path.join(directory, "spools-c%d" % c)
-    rows = [(kind, c, "durable, burst (journal)", burst(work, "burst-%s-c%d" % (kind, c), spools, c)),
-            (kind, c, "durable, burst (--no-spool-journal)",
-             burst(work, "per-file-%s-c%d" % (kind, c), spools, c, ["--no-spool-journal"]))]
+    rows = [(kind, c, "durable, burst (journal)", burst(work, "burst-%s-c%d" % (kind, c), spools, c))]
+    print("measured:", rows[-1], file=sys.stderr, flush=True)
+    rows.append((kind, c, "durable, burst (--no-spool-journal)",
+                 burst(work, "per-file-%s-c%d" % (kind, c), spools, c, ["--no-spool-journal"])))
+    print("measured:", rows[-1], file=sys.stderr, flush=True)
     subprocess.run(["rm", "-rf", spools], check=True)
     rows.append((kind, c, "**durable, sustained (journal)**", sustained(work, "sustained-%s-c%d" % (kind, c), spools, c)))
+    print("measured:", rows[-1], file=sys.stderr, flush=True)
     subprocess.run(["rm", "-rf", spools], check=True)  # millions of files after a full run: not on the next row's disk
     rows.append((kind, c, "pgbench, %d clients" % c, pgbench(directory, work, c)))
+    print("measured:", rows[-1], file=sys.stderr, flush=True)
     return rows
 
 
@@ -278,6 +284,7 @@ def main():
             load = os.getloadavg()
             began = time.monotonic()
             verify = {c: verify_only(work, c) for c in CONNECTIONS}
+            print("measured: verify-only", verify, file=sys.stderr, flush=True)
             rows = []  # (file system, connections, row, values)
             for kind in OPTIONS.file_systems.split(","):
                 with file_system(kind, work) as directory, contextlib.ExitStack() as stack:
