@@ -105,15 +105,16 @@ final class Journal {
     /// Recovers every slot no process holds (those of workers that are gone): `spool recover` waits for it; a
     /// starting supervisor (`background`) only takes the slots' locks and leaves the naming to a detached process,
     /// `webhook-recover`, so that it serves within moments whatever the backlog (its workers take other slots).
-    /// Returns, per slot recovered here, how many payloads it named.
-    static func recoverAbandoned(in spool: Spool, background: Bool = true) throws(SystemError)
-        -> [(slot: String, named: Int)]
+    /// Returns, per slot recovered here, how many payloads it named. `board` (a starting supervisor's) counts a
+    /// failed sync of the log the recovery makes, as the workers' group commit does.
+    static func recoverAbandoned(in spool: Spool, board: JournalBoard? = nil, background: Bool = true)
+        throws(SystemError) -> [(slot: String, named: Int)]
     {
         var status = stat()
         guard stat(path(of: spool), &status) == 0 else { return [] }
         var abandoned: [Journal] = []
         for index in 0..<min(JournalBoard.slots, (Int(status.st_size) + JournalSlot.size - 1) / JournalSlot.size) {
-            guard let journal = try lock(index, of: spool, board: nil) else { continue }
+            guard let journal = try lock(index, of: spool, board: board) else { continue }
             // A slot without a record (a worker that stopped cleanly) has nothing to recover: left free at once,
             // so that the workers starting now take it rather than new space.
             if let header = try journal.slot.header(),
@@ -335,7 +336,7 @@ final class Journal {
         if let failure = slot.write(header, at: 0) {
             throw SystemError(operation: "write \(description)", code: failure)
         }
-        try check("fdatasync \(description)", fdatasync(slot.fd))
+        try syncCounted("fdatasync \(description)")
         generation = next
         prepared = max(prepared, header.count)
         (end, named, pendingSince) = (JournalSlot.headerSize, JournalSlot.headerSize, nil)
@@ -362,8 +363,22 @@ final class Journal {
     /// says so, and whoever recovers the slot writes and syncs every file again (``JournalSlot/Trust/nothing``).
     private func markCheckpointFailed() {
         let mark = JournalSlot.header(generation: generation, boot: JournalSlot.checkpointFailed)
-        if let failure = slot.write(mark, at: 0) ?? (fdatasync(slot.fd) == 0 ? nil : errno) {
-            Log.write("journal \(description): cannot mark the failed checkpoint: \(String(cString: strerror(failure)))")
+        do throws(SystemError) {
+            if let failure = slot.write(mark, at: 0) { throw SystemError(operation: "write", code: failure) }
+            try syncCounted("fdatasync")
+        } catch {
+            Log.write("journal \(description): cannot mark the failed checkpoint: \(error)")
+        }
+    }
+
+    /// An `fdatasync` of the log outside the group commit (a checkpoint's header). It writes back every slot's
+    /// pages, not only this one's, so its failure is counted on the board like the group commit's: a waiter whose
+    /// record it dropped must not trust a later sync on a descriptor opened after the error was reported here.
+    private func syncCounted(_ operation: String) throws(SystemError) {
+        guard fdatasync(slot.fd) == 0 else {
+            let failure = errno
+            board?.failSync()
+            throw SystemError(operation: operation, code: failure)
         }
     }
 

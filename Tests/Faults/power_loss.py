@@ -17,6 +17,8 @@ with EIO. Needs root (it mounts a FUSE file system).
   shared sync failure   worker X's fdatasync of the log fails while Y waits on it (strace holds Y); Z, started after
                         the failure, syncs on a fresh descriptor (which the kernel answers 0): Y is not answered from
                         the journal, and after a cut every 200 is whole
+  checkpoint sync failure  the same when X's failed fdatasync of the log is its checkpoint's (it writes back Y's
+                        record too): counted like the group commit's
   failed syncfs         (no FUSE: strace) a checkpoint's syncfs fails: the slot's header is marked, and the next
                         recovery writes and syncs every file again instead of trusting a later syncfs
   restart backlog       (no FUSE) a crash leaves 20,000 unnamed records (the namer stopped): the restarted server
@@ -204,6 +206,56 @@ def test_shared_sync_failure(work):
         expect("shared failure: clean stop", setup.server.stop() == 0)
 
 
+def test_checkpoint_sync_failure(work):
+    """A checkpoint's fdatasync of the log writes back every slot's pages: when it fails, a record another worker
+    wrote just before is dropped too. X's idle checkpoint fails (strace holds it, then faultfs fails it) while Y
+    has written its record and waits (strace holds its flock); Z, started after the failure on a fresh descriptor,
+    syncs for Y. Y must not answer 200 from the journal; after a cut every 200 is whole."""
+    with OnDisk(work, "ckptsync", workers=2) as setup:
+        server, socket_path = setup.server, setup.socket_path
+        sf.wait_until(lambda: server.namer() is not None, 5)
+        workers = [pid for pid in server.workers() if pid != server.namer()]
+        tracer = subprocess.Popen(["strace", "-qq", "-o", "/dev/null", "-e", "inject=fdatasync:delay_enter=2000000",
+                                   "-e", "inject=flock:delay_enter=7000000"] + [a for p in workers for a in ("-p", str(p))],
+                                  stderr=subprocess.DEVNULL)
+        answers = {}
+
+        def post(name):
+            body = sf.body_of(300, "ckptsync-%s" % name)
+            status, _, answer = sf.fastcgi(socket_path, body)
+            answers[name] = (json.loads(answer)["id"] if status == 200 else None, body)
+        try:
+            time.sleep(0.5)
+            post("x")  # X's record; five idle seconds later its checkpoint syncs the log (held 2 s by strace)
+            expect("checkpoint sync failure: X's checkpoint reaches its fdatasync of the log",
+                   sf.wait_until(lambda: any(syscall(p) == "75" for p in workers), 10))
+            x = next(p for p in workers if syscall(p) == "75")
+            setup.disk.command("fail fsync journal/log 1")
+            y_thread = threading.Thread(target=post, args=("y",))
+            y_thread.start()  # X is held: Y takes it, writes its record and is held in flock
+            expect("checkpoint sync failure: Y has written and waits to sync",
+                   sf.wait_until(lambda: any(syscall(p) == "73" for p in workers if p != x), 3))
+            expect("checkpoint sync failure: X's checkpoint fails",
+                   sf.wait_until(lambda: "Input/output error" in open(setup.log, errors="replace").read(), 5))
+            os.kill(x, signal.SIGKILL)  # its replacement Z opens the log after the failure was reported to X
+            expect("checkpoint sync failure: a replacement worker starts",
+                   sf.wait_until(lambda: len([p for p in server.workers() if p not in workers and p != server.namer()]) == 1, 10))
+            time.sleep(0.3)
+            post("z")  # Z syncs the log on its fresh descriptor: 0, for the page X's failure dropped too
+            y_thread.join()
+            acknowledged = {i: b for i, b in answers.values() if i}
+            expect("checkpoint sync failure: all three answered 200 (Y the long way)", len(acknowledged) == 3, answers)
+            expect("checkpoint sync failure: Y saw the failure", "another worker's failed" in open(setup.log,
+                   errors="replace").read())
+        finally:
+            tracer.kill()
+            tracer.wait()
+        setup.power_cut()
+        setup.start()
+        check_all("checkpoint sync failure, after a power cut", setup.spool, acknowledged)
+        expect("checkpoint sync failure: clean stop", setup.server.stop() == 0)
+
+
 def test_namer_other_slots(work):
     """A slot whose records the namer cannot read (EIO) does not stop it naming the other slots."""
     with OnDisk(work, "slots", workers=2) as setup:
@@ -317,7 +369,7 @@ def main():
     only = sys.argv[sys.argv.index("--only") + 1] if "--only" in sys.argv else None
     with tempfile.TemporaryDirectory(prefix="webhook-power-") as work:
         for name in ["journal_power_loss", "per_file_power_loss", "failed_checkpoint", "unreadable_read",
-                     "unknown_boot", "shared_sync_failure", "failed_syncfs", "namer_other_slots", "namer_hold", "restart_backlog", "checkpoint_interval"]:
+                     "unknown_boot", "shared_sync_failure", "checkpoint_sync_failure", "failed_syncfs", "namer_other_slots", "namer_hold", "restart_backlog", "checkpoint_interval"]:
             if only in (None, name):
                 globals()["test_" + name](work)
     return checks.summary()
