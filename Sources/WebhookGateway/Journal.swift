@@ -59,6 +59,8 @@ final class Journal {
     /// Whether the log is on FUSE, where `syncfs` makes nothing durable (see ``makeNamedFilesDurable()``).
     private let onFUSE: Bool
     private let board: JournalBoard?
+    /// Failed syncs of the log by any process (see ``JournalFailures``).
+    private let failures: JournalFailures?
     private var generation: UInt64 = 0
     /// Where the next record goes, from the slot's start.
     private var end = JournalSlot.headerSize
@@ -77,6 +79,8 @@ final class Journal {
         self.slot = slot
         self.board = board
         onFUSE = clinux_is_fuse(slot.fd) != 0
+        failures = JournalFailures(log: slot.fd, mode: spool.fileMode)
+        if failures == nil { Log.write("journal \(description): no shared count of failed syncs; only this server's") }
     }
 
     deinit { close(slot.fd) }
@@ -212,7 +216,7 @@ final class Journal {
             if end + size > JournalSlot.size { try checkpoint() }
             if end + size > prepared { try prepare(upTo: end + size) }
             let record = JournalSlot.record(id: id, content: content, generation: generation)
-            let failuresBefore = board?.syncFailures
+            let failuresBefore = syncFailures
             if let failure = slot.write(record, at: end) {
                 throw SystemError(operation: "write \(description)", code: failure)
             }
@@ -220,7 +224,7 @@ final class Journal {
                 try sync()
                 // A sync of the log failed after this write: its page may have been dropped (the kernel marks it
                 // clean and tells only the descriptor that synced), whoever synced since.
-                if let failuresBefore, board?.syncFailures != failuresBefore {
+                if syncFailures != failuresBefore {
                     throw SystemError(operation: "fdatasync \(description) (another worker's failed)", code: EIO)
                 }
             } catch {
@@ -268,7 +272,7 @@ final class Journal {
     /// `flock`, so a holder that dies loses it at once.
     private func sync() throws(SystemError) {
         guard let board else {
-            try check("fdatasync \(description)", fdatasync(slot.fd))
+            try syncCounted("fdatasync \(description)")
             return
         }
         let seen = board.syncsStarted
@@ -289,7 +293,7 @@ final class Journal {
             let number = board.beginSync()
             let synced = fdatasync(slot.fd)
             let failure = errno
-            if synced != 0 { board.failSync() }
+            if synced != 0 { countSyncFailure() }
             flock(slot.fd, LOCK_UN)  // before the waiters wake, so that none finds it still held
             board.completeSync(number)
             if synced != 0 { throw SystemError(operation: "fdatasync \(description)", code: failure) }
@@ -371,13 +375,20 @@ final class Journal {
         }
     }
 
+    /// Failed syncs of the log, this server's and any process's: a change means a record may have been dropped.
+    private var syncFailures: Int64 { (board?.syncFailures ?? 0) + (failures?.count ?? 0) }
+    private func countSyncFailure() {
+        board?.failSync()
+        failures?.increment()
+    }
+
     /// An `fdatasync` of the log outside the group commit (a checkpoint's header). It writes back every slot's
-    /// pages, not only this one's, so its failure is counted on the board like the group commit's: a waiter whose
-    /// record it dropped must not trust a later sync on a descriptor opened after the error was reported here.
+    /// pages, not only this one's, so its failure is counted like the group commit's: a waiter whose record it
+    /// dropped must not trust a later sync on a descriptor opened after the error was reported here.
     private func syncCounted(_ operation: String) throws(SystemError) {
         guard fdatasync(slot.fd) == 0 else {
             let failure = errno
-            board?.failSync()
+            countSyncFailure()
             throw SystemError(operation: operation, code: failure)
         }
     }

@@ -19,6 +19,7 @@ with EIO. Needs root (it mounts a FUSE file system).
                         the journal, and after a cut every 200 is whole
   checkpoint sync failure  the same when X's failed fdatasync of the log is its checkpoint's (it writes back Y's
                         record too): counted like the group commit's
+  other server sync failure  the same across two servers on one spool (two boards): the count is shared
   failed syncfs         (no FUSE: strace) a checkpoint's syncfs fails: the slot's header is marked, and the next
                         recovery writes and syncs every file again instead of trusting a later syncfs
   restart backlog       (no FUSE) a crash leaves 20,000 unnamed records (the namer stopped): the restarted server
@@ -256,6 +257,59 @@ def test_checkpoint_sync_failure(work):
         expect("checkpoint sync failure: clean stop", setup.server.stop() == 0)
 
 
+def test_other_server_sync_failure(work):
+    """Two servers on one spool (a SIGHUP's new start beside the old workers, a socket-activated successor beside
+    its predecessor) have boards of their own: server A's worker X's fdatasync of the log fails (strace holds it,
+    faultfs fails it) while server B's worker Y has written its record and waits (strace holds its flock); Z, B's
+    replacement worker, opens the log after the failure and syncs for Y. Y must not answer 200 from the journal;
+    after a cut every 200 is whole."""
+    with OnDisk(work, "twoservers", workers=2) as setup:
+        b, b_socket = setup.server, setup.socket_path
+        a_socket = os.path.join(work, "twoservers-a.sock")
+        a = sf.Server(a_socket, setup.spool, os.path.join(work, "twoservers-a.log"), workers=1)
+        x = next(p for p in a.workers() if p != a.namer())
+        b_workers = [p for p in b.workers() if p != b.namer()]
+        tracers = [subprocess.Popen(["strace", "-qq", "-o", "/dev/null", "-e", option] + [a for p in pids for a in ("-p", str(p))],
+                                    stderr=subprocess.DEVNULL)
+                   for option, pids in (("inject=fdatasync:delay_enter=2000000", [x]),
+                                        ("inject=flock:delay_enter=7000000", b_workers))]
+        answers = {}
+
+        def post(name, socket_path):
+            body = sf.body_of(300, "twoservers-%s" % name)
+            status, _, answer = sf.fastcgi(socket_path, body)
+            answers[name] = (json.loads(answer)["id"] if status == 200 else None, body)
+        try:
+            time.sleep(0.5)
+            x_thread = threading.Thread(target=post, args=("x", a_socket))
+            x_thread.start()
+            expect("other server: X syncs the log", sf.wait_until(lambda: syscall(x) == "75", 5))
+            setup.disk.command("fail fsync journal/log 1")
+            y_thread = threading.Thread(target=post, args=("y", b_socket))
+            y_thread.start()
+            expect("other server: Y has written and waits to sync",
+                   sf.wait_until(lambda: any(syscall(p) == "73" for p in b_workers), 3))
+            y = next(p for p in b_workers if syscall(p) == "73")
+            x_thread.join()
+            os.kill(next(p for p in b_workers if p != y), signal.SIGKILL)  # Z opens the log after the failure
+            expect("other server: a replacement worker starts",
+                   sf.wait_until(lambda: len([p for p in b.workers() if p not in b_workers and p != b.namer()]) == 1, 10))
+            time.sleep(0.3)
+            post("z", b_socket)  # Z syncs the log on its fresh descriptor: 0, for the page X's failure dropped too
+            y_thread.join()
+            acknowledged = {i: body for i, body in answers.values() if i}
+            expect("other server: all three answered 200 (X and Y the long way)", len(acknowledged) == 3, answers)
+        finally:
+            for tracer in tracers:
+                tracer.kill()
+                tracer.wait()
+        a.kill_all()
+        setup.power_cut()
+        setup.start()
+        check_all("other server, after a power cut", setup.spool, acknowledged)
+        expect("other server: clean stop", setup.server.stop() == 0)
+
+
 def test_namer_other_slots(work):
     """A slot whose records the namer cannot read (EIO) does not stop it naming the other slots."""
     with OnDisk(work, "slots", workers=2) as setup:
@@ -369,7 +423,7 @@ def main():
     only = sys.argv[sys.argv.index("--only") + 1] if "--only" in sys.argv else None
     with tempfile.TemporaryDirectory(prefix="webhook-power-") as work:
         for name in ["journal_power_loss", "per_file_power_loss", "failed_checkpoint", "unreadable_read",
-                     "unknown_boot", "shared_sync_failure", "checkpoint_sync_failure", "failed_syncfs", "namer_other_slots", "namer_hold", "restart_backlog", "checkpoint_interval"]:
+                     "unknown_boot", "shared_sync_failure", "checkpoint_sync_failure", "other_server_sync_failure", "failed_syncfs", "namer_other_slots", "namer_hold", "restart_backlog", "checkpoint_interval"]:
             if only in (None, name):
                 globals()["test_" + name](work)
     return checks.summary()
