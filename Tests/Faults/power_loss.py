@@ -40,6 +40,37 @@ from checks import signed_cgi_environment, parse_cgi
 ROUNDS = int(sys.argv[sys.argv.index("--rounds") + 1]) if "--rounds" in sys.argv else 6
 
 
+def poster(socket_path, prefix, answers):
+    """A post of a distinct signed payload named NAME (to `socket_path` unless given): its id if 200, and its body."""
+    def post(name, to=None):
+        body = sf.body_of(300, "%s-%s" % (prefix, name))
+        status, _, answer = sf.fastcgi(to or socket_path, body)
+        answers[name] = (json.loads(answer)["id"] if status == 200 else None, body)
+    return post
+
+
+def fresh_worker_syncs(label, server, workers, victim, post, y_thread, answers):
+    """`victim` SIGKILLed: its replacement Z opens the log after the failure; a payload to Z makes it sync the log
+    on that fresh descriptor (0, for the page the failure dropped too), waking Y. Returns what was acknowledged."""
+    os.kill(victim, signal.SIGKILL)
+    expect("%s: a replacement worker starts" % label,
+           sf.wait_until(lambda: len([p for p in server.workers() if p not in workers and p != server.namer()]) == 1, 10))
+    time.sleep(0.3)
+    post("z")
+    y_thread.join()
+    acknowledged = {i: body for i, body in answers.values() if i}
+    expect("%s: all three answered 200 (Y the long way)" % label, len(acknowledged) == 3, answers)
+    return acknowledged
+
+
+def after_cut(setup, label, acknowledged):
+    """A power cut, the server started again: every acknowledged payload whole, and a clean stop."""
+    setup.power_cut()
+    setup.start()
+    check_all("%s, after a power cut" % label, setup.spool, acknowledged)
+    expect("%s: clean stop" % label, setup.server.stop() == 0)
+
+
 def test_journal_power_loss(work):
     acknowledged, moved = {}, 0
     with OnDisk(work, "journal", workers=3) as setup:
@@ -177,11 +208,7 @@ def test_shared_sync_failure(work):
             time.sleep(0.5)
             setup.disk.command("fail fsync journal/log 1")
             answers = {}
-
-            def post(name):
-                body = sf.body_of(300, "shared-%s" % name)
-                status, _, answer = sf.fastcgi(socket_path, body)
-                answers[name] = (json.loads(answer)["id"] if status == 200 else None, body)
+            post = poster(socket_path, "shared", answers)
             x_thread = threading.Thread(target=post, args=("x",))
             x_thread.start()
             sf.wait_until(lambda: any(syscall(p) == "75" for p in workers), 5)  # x86_64 fdatasync: X holds the lock
@@ -190,21 +217,11 @@ def test_shared_sync_failure(work):
             y_thread.start()
             time.sleep(0.5)  # Y has written its record and waits for X's sync
             x_thread.join()
-            os.kill(x, signal.SIGKILL)  # its replacement Z opens the log after the failure
-            expect("shared failure: a replacement worker starts",
-                   sf.wait_until(lambda: len([p for p in server.workers() if p not in workers and p != server.namer()]) == 1, 10))
-            time.sleep(0.3)
-            post("z")  # Z syncs the log on its fresh descriptor: 0, for the page X's failure dropped too
-            y_thread.join()
-            acknowledged = {i: b for i, b in answers.values() if i}
-            expect("shared failure: all three answered 200 (X and Y the long way)", len(acknowledged) == 3, answers)
+            acknowledged = fresh_worker_syncs("shared failure", server, workers, x, post, y_thread, answers)
         finally:
             tracer.kill()
             tracer.wait()
-        setup.power_cut()
-        setup.start()
-        check_all("shared failure, after a power cut", setup.spool, acknowledged)
-        expect("shared failure: clean stop", setup.server.stop() == 0)
+        after_cut(setup, "shared failure", acknowledged)
 
 
 def test_checkpoint_sync_failure(work):
@@ -220,11 +237,7 @@ def test_checkpoint_sync_failure(work):
                                    "-e", "inject=flock:delay_enter=7000000"] + [a for p in workers for a in ("-p", str(p))],
                                   stderr=subprocess.DEVNULL)
         answers = {}
-
-        def post(name):
-            body = sf.body_of(300, "ckptsync-%s" % name)
-            status, _, answer = sf.fastcgi(socket_path, body)
-            answers[name] = (json.loads(answer)["id"] if status == 200 else None, body)
+        post = poster(socket_path, "ckptsync", answers)
         try:
             time.sleep(0.5)
             post("x")  # X's record; five idle seconds later its checkpoint syncs the log (held 2 s by strace)
@@ -238,23 +251,13 @@ def test_checkpoint_sync_failure(work):
                    sf.wait_until(lambda: any(syscall(p) == "73" for p in workers if p != x), 3))
             expect("checkpoint sync failure: X's checkpoint fails",
                    sf.wait_until(lambda: "Input/output error" in open(setup.log, errors="replace").read(), 5))
-            os.kill(x, signal.SIGKILL)  # its replacement Z opens the log after the failure was reported to X
-            expect("checkpoint sync failure: a replacement worker starts",
-                   sf.wait_until(lambda: len([p for p in server.workers() if p not in workers and p != server.namer()]) == 1, 10))
-            time.sleep(0.3)
-            post("z")  # Z syncs the log on its fresh descriptor: 0, for the page X's failure dropped too
-            y_thread.join()
-            acknowledged = {i: b for i, b in answers.values() if i}
-            expect("checkpoint sync failure: all three answered 200 (Y the long way)", len(acknowledged) == 3, answers)
+            acknowledged = fresh_worker_syncs("checkpoint sync failure", server, workers, x, post, y_thread, answers)
             expect("checkpoint sync failure: Y saw the failure", "another worker's failed" in open(setup.log,
                    errors="replace").read())
         finally:
             tracer.kill()
             tracer.wait()
-        setup.power_cut()
-        setup.start()
-        check_all("checkpoint sync failure, after a power cut", setup.spool, acknowledged)
-        expect("checkpoint sync failure: clean stop", setup.server.stop() == 0)
+        after_cut(setup, "checkpoint sync failure", acknowledged)
 
 
 def test_other_server_sync_failure(work):
@@ -274,40 +277,27 @@ def test_other_server_sync_failure(work):
                    for option, pids in (("inject=fdatasync:delay_enter=2000000", [x]),
                                         ("inject=flock:delay_enter=7000000", b_workers))]
         answers = {}
-
-        def post(name, socket_path):
-            body = sf.body_of(300, "twoservers-%s" % name)
-            status, _, answer = sf.fastcgi(socket_path, body)
-            answers[name] = (json.loads(answer)["id"] if status == 200 else None, body)
+        post = poster(b_socket, "twoservers", answers)
         try:
             time.sleep(0.5)
             x_thread = threading.Thread(target=post, args=("x", a_socket))
             x_thread.start()
             expect("other server: X syncs the log", sf.wait_until(lambda: syscall(x) == "75", 5))
             setup.disk.command("fail fsync journal/log 1")
-            y_thread = threading.Thread(target=post, args=("y", b_socket))
+            y_thread = threading.Thread(target=post, args=("y",))
             y_thread.start()
             expect("other server: Y has written and waits to sync",
                    sf.wait_until(lambda: any(syscall(p) == "73" for p in b_workers), 3))
             y = next(p for p in b_workers if syscall(p) == "73")
             x_thread.join()
-            os.kill(next(p for p in b_workers if p != y), signal.SIGKILL)  # Z opens the log after the failure
-            expect("other server: a replacement worker starts",
-                   sf.wait_until(lambda: len([p for p in b.workers() if p not in b_workers and p != b.namer()]) == 1, 10))
-            time.sleep(0.3)
-            post("z", b_socket)  # Z syncs the log on its fresh descriptor: 0, for the page X's failure dropped too
-            y_thread.join()
-            acknowledged = {i: body for i, body in answers.values() if i}
-            expect("other server: all three answered 200 (X and Y the long way)", len(acknowledged) == 3, answers)
+            acknowledged = fresh_worker_syncs("other server", b, b_workers, next(p for p in b_workers if p != y), post,
+                                              y_thread, answers)
         finally:
             for tracer in tracers:
                 tracer.kill()
                 tracer.wait()
         a.kill_all()
-        setup.power_cut()
-        setup.start()
-        check_all("other server, after a power cut", setup.spool, acknowledged)
-        expect("other server: clean stop", setup.server.stop() == 0)
+        after_cut(setup, "other server", acknowledged)
 
 
 def test_namer_other_slots(work):
