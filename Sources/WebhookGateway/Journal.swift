@@ -61,6 +61,10 @@ final class Journal {
     private let board: JournalBoard?
     /// Failed syncs of the log by any process (see ``JournalFailures``).
     private let failures: JournalFailures?
+    /// Failed syncs of the spool's files by any process, and their number when this generation began: a
+    /// checkpoint whose own sync succeeds but after which that number changed may be retiring dropped pages.
+    private let fileFailures: JournalFailures?
+    private var fileFailuresAtStart: Int64 = 0
     private var generation: UInt64 = 0
     /// Where the next record goes, from the slot's start.
     private var end = JournalSlot.headerSize
@@ -80,6 +84,7 @@ final class Journal {
         self.board = board
         onFUSE = clinux_is_fuse(slot.fd) != 0
         failures = JournalFailures(log: slot.fd, mode: spool.fileMode)
+        fileFailures = JournalFailures(spool: spool)
         if failures == nil { Log.write("journal \(description): no shared count of failed syncs; only this server's") }
     }
 
@@ -192,12 +197,18 @@ final class Journal {
         }
         defer { slot.unlockNaming() }
         var recovered = 0
+        // Before anything is named again: a file sync that fails from now on is this checkpoint's concern.
+        let fileFailuresBefore = fileFailures?.count ?? 0
+        fileFailuresAtStart = fileFailuresBefore
         // A header that is torn or missing was never completed; it is written only after the files are durable,
         // and records only after it: there is nothing to recover.
         if let header = try slot.header() {
             generation = header.generation
+            // The slot's files were synced, if ever, by descriptors that are gone: a write-back error this boot
+            // that another process was told of would not be reported to the checkpoint's fresh one.
             let trust: JournalSlot.Trust =
-                header.boot == JournalSlot.checkpointFailed ? .nothing
+                header.boot == JournalSlot.checkpointFailed || (header.boot == Self.bootID && fileFailuresBefore > 0)
+                ? .nothing
                 : header.boot.isEmpty || Self.bootID.isEmpty || header.boot != Self.bootID ? .contents : .names
             let scan = try slot.name(in: spool, from: JournalSlot.headerSize, generation: generation, trust: trust)
             (end, named, recovered) = (scan.reached, scan.reached, scan.named)
@@ -328,9 +339,13 @@ final class Journal {
     }
 
     private func checkpointHoldingNamingLock() throws(SystemError) {
-        do {
+        do throws(SystemError) {
             try makeNamedFilesDurable()
+            if let fileFailures, fileFailures.count != fileFailuresAtStart {
+                throw SystemError(operation: "sync the files of \(description) (another process's failed)", code: EIO)
+            }
         } catch {
+            fileFailures?.increment()
             markCheckpointFailed()
             throw error
         }
@@ -344,6 +359,7 @@ final class Journal {
         generation = next
         prepared = max(prepared, header.count)
         (end, named, pendingSince) = (JournalSlot.headerSize, JournalSlot.headerSize, nil)
+        fileFailuresAtStart = fileFailures?.count ?? 0
         board?.reset(slot.index, to: end)
     }
 

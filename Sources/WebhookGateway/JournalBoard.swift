@@ -78,8 +78,9 @@ final class JournalBoard: @unchecked Sendable {  // a fixed mapping, touched onl
     }
 }
 
-/// How many syncs of one journal log have failed, in a word of shared memory (`/dev/shm`, named after the log's
-/// device and inode) that every process syncing the log maps: the board's count is one server's, but a server
+/// How many syncs of one journal log (or of one spool's files) have failed since the machine started, in a word
+/// of shared memory (`/dev/shm`, named after the log's or the spool's device and inode) that every process
+/// syncing them maps: the board's count is one server's, but a server
 /// started by SIGHUP, a socket-activated successor and `spool recover` sync the same log with boards of their own
 /// (or none). A waiter whose record a failed sync dropped must not trust a later sync made on a descriptor opened
 /// after that failure was reported (the kernel reports it to the descriptors open then, once each).
@@ -87,10 +88,22 @@ final class JournalFailures: @unchecked Sendable {  // a fixed mapping, touched 
     private let word: UnsafeMutablePointer<Int64>
 
     /// Nil if the word cannot be mapped (then only the board counts).
-    init?(log: Int32, mode: mode_t) {
+    convenience init?(log: Int32, mode: mode_t) {
         var status = stat()
         guard fstat(log, &status) == 0 else { return nil }
-        let path = "/dev/shm/webhook-journal-failures-\(status.st_dev)-\(status.st_ino)"
+        self.init(name: "journal", status: status, mode: mode)
+    }
+
+    /// The failed syncs of the files in `spool`: a sync of a named file that fails (a consumer's, a duplicate's)
+    /// reports the error to that descriptor only, so a checkpoint's later sync on a fresh one would answer 0.
+    convenience init?(spool: Spool) {
+        var status = stat()
+        guard stat(spool.directory, &status) == 0 else { return nil }
+        self.init(name: "spool", status: status, mode: spool.fileMode)
+    }
+
+    private init?(name: String, status: stat, mode: mode_t) {
+        let path = "/dev/shm/webhook-\(name)-failures-\(status.st_dev)-\(status.st_ino)"
         let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, mode)
         guard fd >= 0 else { return nil }
         defer { close(fd) }

@@ -20,6 +20,8 @@ with EIO. Needs root (it mounts a FUSE file system).
   checkpoint sync failure  the same when X's failed fdatasync of the log is its checkpoint's (it writes back Y's
                         record too): counted like the group commit's
   other server sync failure  the same across two servers on one spool (two boards): the count is shared
+  file sync failure elsewhere  a named file's fsync fails in another process (a CGI's duplicate): the checkpoint
+                        marks its slot rather than trusting its own fresh descriptor
   failed syncfs         (no FUSE: strace) a checkpoint's syncfs fails: the slot's header is marked, and the next
                         recovery writes and syncs every file again instead of trusting a later syncfs
   restart backlog       (no FUSE) a crash leaves 20,000 unnamed records (the namer stopped): the restarted server
@@ -300,6 +302,25 @@ def test_other_server_sync_failure(work):
         after_cut(setup, "other server", acknowledged)
 
 
+def test_file_sync_failure_elsewhere(work):
+    """A named file's write-back error reported to another process (here a CGI storing a duplicate, whose fsync
+    of the existing file fails) is not reported to the checkpoint's fresh descriptor: the checkpoint must not
+    retire the record all the same. After a cut the payload is whole."""
+    with OnDisk(work, "elsewhere", workers=1) as setup:
+        spool = setup.spool
+        body = sf.body_of(300, "elsewhere")
+        status, _, answer = sf.fastcgi(setup.socket_path, body)
+        expect("file sync failure elsewhere: the payload is acknowledged from the journal", status == 200, status)
+        id_ = json.loads(answer)["id"]
+        expect("file sync failure elsewhere: named", sf.wait_until(lambda: os.path.exists(os.path.join(spool, "new", id_)), 5))
+        setup.disk.command("fail fsync new/%s" % id_)
+        status, _, _ = sf.cgi(body, spool)
+        expect("file sync failure elsewhere: the duplicate's sync fails (503)", status == 503, status)
+        expect("file sync failure elsewhere: the checkpoint marks its slot",
+               sf.wait_until(lambda: "checkpoint failed" in marks(spool), 12), marks(spool))
+        after_cut(setup, "file sync failure elsewhere", {id_: body})
+
+
 def test_namer_other_slots(work):
     """A slot whose records the namer cannot read (EIO) does not stop it naming the other slots."""
     with OnDisk(work, "slots", workers=2) as setup:
@@ -413,7 +434,7 @@ def main():
     only = sys.argv[sys.argv.index("--only") + 1] if "--only" in sys.argv else None
     with tempfile.TemporaryDirectory(prefix="webhook-power-") as work:
         for name in ["journal_power_loss", "per_file_power_loss", "failed_checkpoint", "unreadable_read",
-                     "unknown_boot", "shared_sync_failure", "checkpoint_sync_failure", "other_server_sync_failure", "failed_syncfs", "namer_other_slots", "namer_hold", "restart_backlog", "checkpoint_interval"]:
+                     "unknown_boot", "shared_sync_failure", "checkpoint_sync_failure", "other_server_sync_failure", "file_sync_failure_elsewhere", "failed_syncfs", "namer_other_slots", "namer_hold", "restart_backlog", "checkpoint_interval"]:
             if only in (None, name):
                 globals()["test_" + name](work)
     return checks.summary()
