@@ -117,7 +117,7 @@ public struct FastCGIServer: Sendable {
         // worker starts; a worker recovers the slot it takes itself.
         if let spool = responder.spool {
             do {
-                for (slot, named) in try Journal.recoverAbandoned(in: spool) where named > 0 {
+                for (slot, named) in try Journal.recoverAbandoned(in: spool, board: server.journalBoard) where named > 0 {
                     Log.write(.info, "journal \(slot): recovered \(named) payloads into new/")
                 }
             } catch {
