@@ -89,6 +89,16 @@ import Testing
         for text in [answer.reason ?? "", answer.detail ?? ""] { #expect(!text.lowercased().contains(hex)) }
     }
 
+    /// A timestamp header the template does not sign proves nothing: an old delivery could be replayed under a fresh
+    /// one. The generic scheme refuses that configuration.
+    @Test func genericTimestampHeaderMustBeSigned() throws {
+        #expect(throws: TemplateError.self) {
+            try SignatureScheme.generic(header: "X-Sig", template: "{body}", timestampHeader: "X-Time")
+        }
+        _ = try SignatureScheme.generic(header: "X-Sig", template: "{timestamp}.{body}", timestampHeader: "X-Time")
+        _ = try SignatureScheme.generic(header: "X-Sig", template: "{header:x-time}.{body}", timestampHeader: "X-Time")
+    }
+
     /// The generic scheme with a timestamp header refuses a request without it.
     @Test func genericMissingTimestampHeaderIsRefused() throws {
         let scheme = try SignatureScheme.generic(header: "X-Sig", template: "{timestamp}.{body}", timestampHeader: "X-Time")
