@@ -111,3 +111,17 @@ import Testing
             == .badRequest("missing X-Time or X-Sig header"))
     }
 }
+
+extension SchemeAttackTests {
+    /// A negative tolerance (a typo in `--tolerance-seconds`) must not widen the window: `Int64.min`'s magnitude
+    /// would accept any timestamp at all.
+    @Test(arguments: [Int64.min, -300, -1])
+    func negativeToleranceNeverWidensTheWindow(_ tolerance: Int64) throws {
+        let headers = ["HTTP_SVIX_ID": "msg_p5jXN8AQM9LWM0D4loKWxJek", "HTTP_SVIX_TIMESTAMP": "1614265330",
+                       "HTTP_SVIX_SIGNATURE": "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="]
+        let keys = Keyring(try Secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"))
+        let stale = preset.run(.svix, headers, body: #"{"test": 2432232314}"#, keys: keys, now: 1_614_265_330 + 100,
+                               tolerance: tolerance)
+        #expect(stale.status == .badRequest)
+    }
+}
