@@ -15,9 +15,9 @@
 
 Usage: spool_faults.py PATH/TO/webhook-handler [--rounds N]
 """
-import hashlib, hmac, json, os, random, signal, subprocess, sys, tempfile, threading, time
+import hashlib, json, os, random, signal, subprocess, sys, tempfile, threading, time
 
-from checks import Checks, children, parse_cgi, signed_cgi_environment, wait_until
+from checks import Checks, x_signature, children, parse_cgi, signed_cgi_environment, wait_until
 
 HANDLER = os.path.realpath(sys.argv[1])
 ROUNDS = int(sys.argv[sys.argv.index("--rounds") + 1]) if "--rounds" in sys.argv else 12
@@ -27,7 +27,7 @@ expect = checks.expect
 
 
 def sign(body):
-    return hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    return x_signature(SECRET, body)
 
 
 def cgi(body, spool):
