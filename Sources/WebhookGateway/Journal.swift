@@ -37,7 +37,8 @@ final class Journal {
     /// How much zero-filled space is added at a time; the first `fdatasync` after it also commits the new blocks.
     static let preparationStep = 1 << 20
     /// `/proc/sys/kernel/random/boot_id`: changes at every boot, so a checkpoint can tell whether the page cache of
-    /// the files named after it may have been lost. Empty when unreadable: every recovery then compares.
+    /// the files named after it may have been lost. Empty when unreadable (systemd's `ProcSubset=pid` hides
+    /// /proc/sys): no header can then tell a restart, so every recovery compares.
     static let bootID: [UInt8] = {
         let fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return [] }
@@ -131,7 +132,7 @@ final class Journal {
         if let header = slot.header() {
             generation = header.generation
             let scan = try slot.name(in: spool, from: JournalSlot.headerSize, generation: generation,
-                                     compare: header.boot != Self.bootID)
+                                     compare: Self.bootID.isEmpty || header.boot != Self.bootID)
             (end, named, recovered) = (scan.reached, scan.reached, scan.named)
         }
         try checkpointHoldingNamingLock()
