@@ -75,6 +75,7 @@ class Container:
              "--bind-ro=%s:/debs" % debs, "--bind=%s:/run/webhook-handler" % self.run_dir, "--boot"],
             stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)
         if not wait_until(lambda: self.sh("systemctl is-system-running").stdout.strip() in ("running", "degraded"), 90):
+            self.stop()
             raise RuntimeError("the container did not boot: %s" % open(self.log.name, errors="replace").read()[-2000:])
 
     def leader(self):
@@ -96,12 +97,18 @@ class Container:
         return self.sh(command).stdout.strip()
 
     def stop(self):
+        """Shuts the container down; if it hangs, SIGKILL to its init first (that ends every process in its pid
+        namespace): a SIGKILLed systemd-nspawn alone would leave the booted container running, orphaned."""
+        leader = self.leader()
         self.process.terminate()
         try:
             self.process.wait(timeout=60)
         except subprocess.TimeoutExpired:
+            if leader:
+                os.kill(leader, 9)
             self.process.kill()
             self.process.wait()
+        self.log.close()
 
 
 class Load:
@@ -177,9 +184,9 @@ def main():
     for deb in (first, forwarder(first), second, forwarder(second)):
         shutil.copy(deb, debs)
     name = lambda deb: "/debs/" + os.path.basename(deb)
-    container = Container(work, debs)
-    nginx = load = None
+    container = nginx = load = None
     try:
+        container = Container(work, debs)
         print("== install", flush=True)
         installed = container.sh("dpkg -i %s %s" % (name(first), name(forwarder(first))))
         expect("install: dpkg -i succeeds under systemd", installed.returncode == 0, installed.stdout[-1500:] + installed.stderr[-1500:])
@@ -296,7 +303,8 @@ def main():
             load.stop()
         if nginx:
             nginx.stop()
-        container.stop()
+        if container:
+            container.stop()
         shutil.rmtree(work, ignore_errors=True)
     return checks.summary()
 
