@@ -264,6 +264,22 @@ def main():
         journal = container.value("journalctl --no-pager -u webhook-handler")
         expect("bad reload: the journal says why", "is shorter than 10 characters" in journal, journal[-1500:])
         container.sh("printf '%%s\\n' %s > /etc/webhook-handler/secret" % NEW)
+        # The secret above is refused by copy-secret before the server is asked; here the server's own check refuses
+        # (an installed build that cannot start with this configuration): `webhook-handler reload` must fail.
+        container.sh("mv /usr/bin/webhook-handler /usr/bin/webhook-handler.real && cat > /usr/bin/webhook-handler <<'EOF'\n"
+                     "#!/bin/sh\n[ \"$WEBHOOK_RELOAD_CHECK\" = 1 ] && { echo 'cannot serve: this build refuses' >&2; exit 1; }\n"
+                     "exec /usr/bin/webhook-handler.real \"$@\"\nEOF\nchmod 755 /usr/bin/webhook-handler")
+        load.take()
+        refused = container.sh("systemctl reload webhook-handler")
+        journal = container.value("journalctl --no-pager -u webhook-handler | grep -F -e 'SIGHUP: not started again' -e 'this build refuses'")
+        expect("bad reload: a build whose configuration check fails makes systemctl reload fail, and the log says why",
+               refused.returncode != 0 and "SIGHUP: not started again" in journal and "this build refuses" in journal,
+               (refused.stderr, journal))
+        time.sleep(1)
+        still = statuses(load.take())
+        expect("bad reload: and the running binary goes on serving, same main pid (%s)" % still,
+               set(still) == {"new:200"} and container.value("systemctl show -p MainPID --value webhook-handler") == main_pid)
+        container.sh("mv -f /usr/bin/webhook-handler.real /usr/bin/webhook-handler")
 
         print("== upgrade under load", flush=True)
         socket_inode = os.stat(socket_path).st_ino
