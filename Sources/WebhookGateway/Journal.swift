@@ -42,7 +42,8 @@ final class Journal {
     /// How much zero-filled space is added at a time; the first `fdatasync` after it also commits the new blocks.
     static let preparationStep = 1 << 20
     /// `/proc/sys/kernel/random/boot_id`: changes at every boot, so a checkpoint can tell whether the page cache of
-    /// the files named after it may have been lost. Empty when unreadable: every recovery then compares.
+    /// the files named after it may have been lost. Empty when unreadable (systemd's `ProcSubset=pid` hides
+    /// /proc/sys): no header can then tell a restart, so every recovery compares.
     static let bootID: [UInt8] = {
         let fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return [] }
