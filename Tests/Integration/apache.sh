@@ -29,6 +29,7 @@ apache_with() {
     sed -e "s|/run/webhook-handler/webhook.sock|$work/run/webhook.sock|" \
         -e "s|/usr/local/bin/webhook-handler|$handler|" \
         -e "s|/etc/webhook-handler/secret|$work/secret|" \
+        -e "s|127.0.0.1:8081|127.0.0.1:$status_port|" \
         "$1" >"$work/site.conf"
     apache_start nobody nogroup "LoadModule proxy_module $modules/mod_proxy.so
 LoadModule proxy_fcgi_module $modules/mod_proxy_fcgi.so
@@ -49,11 +50,18 @@ start webhook-handler "$work/handler.log" env -i API_SECRET_KEY_FILE="$work/secr
 handler_pid=$last_pid
 wait_until "the handler's socket" test -S "$work/run/webhook.sock"
 expect "mod_proxy_fcgi: the socket is 0660 in Apache's group" test "$(stat -c '%a %G' "$work/run/webhook.sock")" = "660 nogroup"
+status_port=$(free_port)   # the recipe's status listener, 127.0.0.1:8081, on a port of the test's
 apache_with "$deploy/apache/proxy-fcgi.conf"
 contract "http://127.0.0.1:$port/api/webhook" "$secret" "mod_proxy_fcgi"
-expect "mod_proxy_fcgi: the status page counts those requests" \
-    sh -c "curl -s 'http://127.0.0.1:$port/webhook-status' | grep -q '\"requests\":{\"200\":[1-9]'"
-expect "mod_proxy_fcgi: ping answers pong" sh -c "curl -s 'http://127.0.0.1:$port/webhook-ping' | grep -qx pong"
+expect "mod_proxy_fcgi: the status page, on its own listener, counts those requests" \
+    sh -c "curl -s 'http://127.0.0.1:$status_port/webhook-status' | grep -q '\"requests\":{\"200\":[1-9]'"
+expect "mod_proxy_fcgi: ping answers pong on its own listener" sh -c "curl -s 'http://127.0.0.1:$status_port/webhook-ping' | grep -qx pong"
+# From 127.0.0.1, as a TLS terminator or reverse proxy on this host would ask: the public server has neither.
+for endpoint in webhook-status webhook-ping; do
+    answer=$(curl -s -o "$work/public.out" -w '%{http_code}' "http://127.0.0.1:$port/$endpoint")
+    expect "mod_proxy_fcgi: the public listener does not serve /$endpoint, even to a local client ($answer)" \
+        sh -c "test '$answer' = 404 && ! grep -q 'stored\\|pong' '$work/public.out'"
+done
 stop "$apache_pid"
 stop "$handler_pid"; expect "mod_proxy_fcgi: handler exits 0 on SIGTERM" test "$stopped_status" = 0
 

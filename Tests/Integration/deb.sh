@@ -47,7 +47,7 @@ expect "install: only the socket is enabled (sockets.target wants it; nothing wa
 expect "install: the systemd units" test -f /lib/systemd/system/webhook-handler.socket -a -f /lib/systemd/system/webhook-handler.service -a -f /lib/systemd/system/webhook-forwarder.service
 expect "install: the units verify" sh -c "systemd-analyze verify /lib/systemd/system/webhook-handler.socket /lib/systemd/system/webhook-handler.service /lib/systemd/system/webhook-forwarder.service"
 expect "install: nginx and Apache recipes in place, not enabled" \
-    sh -c "test -f /etc/nginx/snippets/webhook-handler.conf && test -f /etc/apache2/conf-available/webhook-handler.conf && test ! -e /etc/apache2/conf-enabled/webhook-handler.conf && ! grep -rqs 'snippets/webhook-handler' /etc/nginx/sites-enabled /etc/nginx/conf.d"
+    sh -c "test -f /etc/nginx/snippets/webhook-handler.conf && test -f /etc/nginx/sites-available/webhook-handler-status && test -f /etc/apache2/conf-available/webhook-handler.conf && test ! -e /etc/apache2/conf-enabled/webhook-handler.conf && test ! -e /etc/nginx/sites-enabled/webhook-handler-status && ! grep -rqs 'snippets/webhook-handler' /etc/nginx/sites-enabled /etc/nginx/conf.d"
 mkdir -p /run/webhook-handler-secret
 chown webhook-handler:webhook-handler /run/webhook-handler-secret
 chmod 700 /run/webhook-handler-secret
@@ -74,9 +74,20 @@ printf 'server {\n    listen 127.0.0.1:%s;\n    include /etc/nginx/snippets/webh
     sed "s|include fastcgi_params;|include /etc/nginx/fastcgi_params;|" >"$work/site.conf"
 sed 's|include fastcgi_params;|include /etc/nginx/fastcgi_params;|' /etc/nginx/snippets/webhook-handler.conf >"$work/snippet.conf"
 sed -i "s|/etc/nginx/snippets/webhook-handler.conf|$work/snippet.conf|" "$work/site.conf"
+# The status listener as installed (sites-available), on a port of its own instead of 8081.
+status_port=$(free_port)
+sed -e 's|include fastcgi_params;|include /etc/nginx/fastcgi_params;|' -e "s|listen 127.0.0.1:8081;|listen 127.0.0.1:$status_port;|" \
+    /etc/nginx/sites-available/webhook-handler-status >>"$work/site.conf"
 start_nginx
 contract "http://127.0.0.1:$port/api/webhook" "$secret" "installed"
-expect "installed: the status page answers" sh -c "curl -s http://127.0.0.1:$port/webhook-status | grep -q '\"stored\":'"
+expect "installed: the status page answers on its own listener" sh -c "curl -s http://127.0.0.1:$status_port/webhook-status | grep -q '\"stored\":'"
+expect "installed: ping answers pong on its own listener" sh -c "curl -s http://127.0.0.1:$status_port/webhook-ping | grep -qx pong"
+# From 127.0.0.1, as a TLS terminator or reverse proxy on this host would ask: the snippet's server has neither.
+for endpoint in webhook-status webhook-ping; do
+    answer=$(curl -s -o "$work/public.out" -w '%{http_code}' "http://127.0.0.1:$port/$endpoint")
+    expect "installed: the public server does not serve /$endpoint, even to a local client ($answer)" \
+        sh -c "test '$answer' = 404 && ! grep -q 'stored\\|pong' '$work/public.out'"
+done
 stored=$(ls /var/lib/webhook-handler/spool/new | wc -l)
 expect "installed: verified payloads are in the package's spool ($stored)" test "$stored" -ge 1
 stop "$nginx_pid"
@@ -97,7 +108,7 @@ expect "remove: configuration stays (conffiles, the secret, the spool)" \
 dpkg -P webhook-forwarder webhook-handler >"$work/purge.log" 2>&1 || cat "$work/purge.log"
 expect "purge: the packages are gone" sh -c "! dpkg-query -W -f='\${Status}' webhook-handler 2>/dev/null | grep -q installed"
 expect "purge: configuration and secret are gone" \
-    test ! -e /etc/nginx/snippets/webhook-handler.conf -a ! -e /etc/apache2/conf-available/webhook-handler.conf -a ! -e /etc/webhook-handler
+    test ! -e /etc/nginx/snippets/webhook-handler.conf -a ! -e /etc/nginx/sites-available/webhook-handler-status -a ! -e /etc/apache2/conf-available/webhook-handler.conf -a ! -e /etc/webhook-handler
 expect "purge: a spool still holding payloads is kept, all $stored of them" \
     test "$(ls /var/lib/webhook-handler/spool/new | wc -l)" = "$stored"
 expect "purge: and says where it is and how to delete it" grep -q 'still holds payloads.*rm -rf /var/lib/webhook-handler' "$work/purge.log"

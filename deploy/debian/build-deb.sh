@@ -25,6 +25,7 @@ cp -r deploy/debian/debian "$source/"
 deploy/debian/units.sh "$source/debian"   # the units, from deploy/systemd/ (one source)
 cp "$bin/webhook-handler" "$bin/webhook-forwarder" "$source/prebuilt/"
 cp deploy/nginx/webhook-snippet.conf "$source/prebuilt/nginx/webhook-handler.conf"
+cp deploy/nginx/webhook-status.conf "$source/prebuilt/nginx/webhook-handler-status"
 cp deploy/apache/proxy-fcgi.conf "$source/prebuilt/apache2/webhook-handler.conf"
 help2man --no-info --version-string="$version" --name="verify signed webhooks behind nginx or Apache" \
     --output="$source/prebuilt/webhook-handler.1" "$bin/webhook-handler"
