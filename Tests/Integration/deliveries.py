@@ -226,6 +226,7 @@ def test_backoff(work):
 
 def test_parent_death(work):
     server = Server(work, "orphans", ["--workers", "2"])
+    wait_until(lambda: len(server.workers()) == 2)  # the socket exists before both workers are forked
     workers = server.workers()
     os.kill(server.pid, signal.SIGKILL)
     server.process.wait()
