@@ -1,6 +1,7 @@
 import CFastCGI
 import CLinux
 import WebhookCore
+public import WebhookSpool
 
 #if canImport(Glibc)
 import Glibc
@@ -223,7 +224,7 @@ private struct Supervisor {
             // it is named helps (``Journal``).
             if clinux_schedule_when_idle() != 0 { _ = nice(19) }
             _ = clinux_set_process_name(Namer.processName)
-            return Namer(spool: spool, board: board, hook: hook, scoreboard: scoreboard).run(stop: stop)
+            return Namer(spool: spool, board: board, hook: hook, counters: scoreboard).run(stop: stop)
         }
         (namer, namerDue) = pid > 0 ? (pid, nil) : (nil, Clock.now() + 1)
     }
@@ -453,34 +454,5 @@ private struct Worker {
         if allowedAddresses.contains(peer) { return true }
         Log.write(.warning, "refused a connection from \(peer.isEmpty ? "an IPv6 address" : peer): not in FCGI_WEB_SERVER_ADDRS")
         return false
-    }
-}
-
-/// Signal sets, in Swift terms.
-enum Signals {
-    static func set(_ signals: [Int32]) -> sigset_t {
-        var set = sigset_t()
-        sigemptyset(&set)
-        for signal in signals { sigaddset(&set, signal) }
-        return set
-    }
-
-    /// In a child of the supervisor: SIGTERM and SIGINT stay blocked (the supervisor blocked them before forking)
-    /// and become readable on the descriptor returned (-1 if none could be made); SIGHUP is the supervisor's
-    /// (re-execute), so a terminal's hang-up is ignored; SIGCHLD is unblocked for the hook runners.
-    static func stopDescriptor() -> Int32 {
-        var stopSignals = set([SIGTERM, SIGINT])
-        let stop = clinux_signal_fd(&stopSignals)
-        signal(SIGHUP, SIG_IGN)
-        var unblock = set([SIGCHLD, SIGHUP])
-        sigprocmask(SIG_UNBLOCK, &unblock, nil)
-        return stop
-    }
-
-    /// `waitpid`'s status in words (the WIFEXITED family are macros Swift does not import).
-    static func describe(waitStatus status: Int32) -> String {
-        let signal = status & 0x7F
-        if signal == 0 { return "exited with status \((status >> 8) & 0xFF)" }
-        return "was killed by signal \(signal)"
     }
 }
