@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 
 smoke=false; [ "${1:-}" = "--smoke" ] && smoke=true
 reps=3; seconds=5; $smoke && { reps=1; seconds=1; }
-scripts/bootstrap php8.2-fpm webhook libssl-dev hyperfine nodejs gcc valgrind >&2
+scripts/bootstrap php8.2-fpm webhook libssl-dev hyperfine nodejs gcc valgrind e2fsprogs >&2  # e2fsprogs: durable.py's loop ext4
 handler=$(deploy/build-static.sh | tail -n 1)
 swift build -c release --product hmac-throughput >&2
 throughput_bin="$(swift build -c release --show-bin-path)/hmac-throughput"

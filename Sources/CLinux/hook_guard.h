@@ -30,6 +30,7 @@
 struct clinux_hook_report {
     int32_t status;     // the command's wait status
     int32_t timed_out;  // 1 if the deadline passed and it was stopped
+    int32_t stopped;    // 1 if the caller asked for it to stop (a byte on `stop`) and it was killed
 };
 
 static inline int64_t clinux_guard_now_ms(void) {
@@ -93,9 +94,11 @@ static inline void clinux_guard_end(pid_t command, int *command_alive, int *stat
 /// Forks the guard, which runs `path` with `argv` and `envp`, stdin from `input`, stdout and stderr to `output`,
 /// for at most `timeout_ms` (then `grace_ms` after SIGTERM). Returns the guard's pid (or -1 with errno); the guard
 /// writes a clinux_hook_report to `report` and exits once nothing of the run is left. Every descriptor passed
-/// should be close-on-exec: the command gets only its three standard ones.
+/// should be close-on-exec: the command gets only its three standard ones. A byte written to `stop` (a pipe's read
+/// end, or -1) by a caller that lives but may no longer run the command (a consumer whose lease was lost) kills
+/// the run at once, SIGKILL to all of it.
 static inline pid_t clinux_hook_spawn(const char *path, char *const argv[], char *const envp[], int input, int output,
-                                      int report, int64_t timeout_ms, int64_t grace_ms) {
+                                      int report, int64_t timeout_ms, int64_t grace_ms, int stop) {
     pid_t caller = getpid();
     sigset_t all, none;
     sigfillset(&all);
@@ -130,7 +133,7 @@ static inline pid_t clinux_hook_spawn(const char *path, char *const argv[], char
         execve(path, argv, envp);
         _exit(127);
     }
-    struct clinux_hook_report result = { .status = 127 << 8, .timed_out = 0 };
+    struct clinux_hook_report result = { .status = 127 << 8, .timed_out = 0, .stopped = 0 };
     if (command < 0) {
         result.status = 126 << 8;
         (void)!write(report, &result, sizeof result);
@@ -147,11 +150,17 @@ static inline pid_t clinux_hook_spawn(const char *path, char *const argv[], char
             clinux_guard_end(command, &command_alive, &result.status, SIGTERM, grace_ms, caller_fd);
             break;
         }
-        struct pollfd watch[2] = { { .fd = caller_fd, .events = POLLIN }, { .fd = command_fd, .events = POLLIN } };
-        poll(watch, 2, (int)(left < tick ? left : tick));
+        struct pollfd watch[3] = { { .fd = caller_fd, .events = POLLIN }, { .fd = command_fd, .events = POLLIN },
+                                   { .fd = stop, .events = POLLIN } };
+        poll(watch, 3, (int)(left < tick ? left : tick));
         if (getppid() != caller || (caller_fd >= 0 && watch[0].revents)) {
             clinux_guard_end(command, &command_alive, &result.status, SIGKILL, 0, -1);
             _exit(1);  // nobody is left to read a report
+        }
+        if (stop >= 0 && watch[2].revents) {
+            result.stopped = 1;
+            clinux_guard_end(command, &command_alive, &result.status, SIGKILL, 0, -1);
+            break;
         }
         int status;
         if (waitpid(command, &status, WNOHANG) == command) {

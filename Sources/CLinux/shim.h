@@ -17,7 +17,6 @@
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
-#include <sys/mount.h>
 #include <sys/vfs.h>
 
 /// Flags for an unnamed file in a directory (open(2) O_TMPFILE), written and then linked into place. glibc's
@@ -146,12 +145,6 @@ static inline int clinux_signal_value(const siginfo_t *info) { return info->si_c
 static inline int clinux_queue_signal(pid_t pid, int signal, int value) {
     union sigval carried = { .sival_int = value };
     return sigqueue(pid, signal, carried);
-}
-
-/// Makes the mount at `path` (systemd's credentials directory) writable, or read-only again, keeping it nosuid,
-/// nodev and noexec (mount(2) MS_REMOUNT | MS_BIND changes only this mount's flags).
-static inline int clinux_remount(const char *path, _Bool read_only) {
-    return mount(0, path, 0, MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV | MS_NOEXEC | (read_only ? MS_RDONLY : 0), 0);
 }
 
 #endif

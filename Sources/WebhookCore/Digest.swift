@@ -50,11 +50,13 @@ public enum SignatureEncoding: String, Sendable, CaseIterable {
     /// The header's bytes as sent (a shared token).
     case plain
 
-    /// The bytes `text` encodes, or nil. Hex in either case, of even length; base64 with its padding (RFC 4648 §4).
+    /// The bytes `text` encodes, or nil. Hex in either case, of even length; base64 exactly as senders write it
+    /// (RFC 4648 §4: standard alphabet, padded, zero pad bits), since Foundation's decoder also takes extra padding
+    /// and non-zero pad bits, spellings no sender writes.
     public func decode(_ text: Substring) -> [UInt8]? {
         switch self {
         case .hex: Self.hex(text.utf8)
-        case .base64: Data(base64Encoded: String(text)).map(Array.init)
+        case .base64: Data(base64Encoded: String(text)).flatMap { $0.base64EncodedString() == text ? Array($0) : nil }
         case .plain: Array(text.utf8)
         }
     }

@@ -101,6 +101,13 @@ extension SignatureScheme {
         if template.parts.contains(.timestamp) && timestamps.isEmpty {
             throw TemplateError("the template signs {timestamp} but no timestamp header is set")
         }
+        // An unsigned timestamp proves nothing: an old delivery would pass again under a fresh one.
+        let signsTimestamp = template.parts.contains(.timestamp)
+            || template.headers.contains { HeaderName.param($0) == timestamps.first.map(HeaderName.param) }
+        if !timestamps.isEmpty && !signsTimestamp {
+            throw TemplateError("the timestamp header \(timestamps[0]) is checked but not signed: "
+                + "the template must sign {timestamp} (or {header:\(timestamps[0])})")
+        }
         return SignatureScheme(
             name: "generic", signatureHeaders: [header.name], layout: .single(prefix: prefix, required: !prefix.isEmpty),
             algorithm: algorithm, encoding: encoding, template: template, timestampHeaders: timestamps,

@@ -171,7 +171,8 @@ public struct SignatureScheme: Sendable, Hashable, CustomStringConvertible {
         guard !text.isEmpty, text.utf8.allSatisfy({ (48...57).contains($0) }), let value = Int64(text) else {
             throw .badRequest("\(header) is not a Unix time in seconds")
         }
-        guard value.subtractingReportingOverflow(now).partialValue.magnitude <= tolerance.magnitude else {
+        // A negative tolerance admits nothing but `now` (never its magnitude: Int64.min's would admit every time).
+        guard value.subtractingReportingOverflow(now).partialValue.magnitude <= UInt64(clamping: tolerance) else {
             throw .badRequest("\(header) is more than \(tolerance) seconds from now")
         }
         return value

@@ -90,16 +90,24 @@ public struct Consumer: Sendable {
         let id = taken.envelope.id
         let key: [PostgresValue] = [.text(id), .text(String(taken.attempt))]
         let hook = Hook(command: command, timeoutSeconds: timeoutSeconds)
-        let result = CommandRun(hook: hook, body: taken.body, envelope: taken.envelope, attempt: taken.attempt).wait(every: renewSeconds) {
+        var confirmed = Clock.now()  // when the lease was last known to be ours for `leaseSeconds` more
+        let result = CommandRun(hook: hook, body: taken.body, envelope: taken.envelope, attempt: taken.attempt)
+            .wait(every: renewSeconds) { () -> Bool in
+            let asked = Clock.now()
             do throws(PostgresError) {
                 let renewed = try connection.execute("""
                     UPDATE webhook_payloads SET available_at = now() + make_interval(secs => $3::float8),
                         lease_until = now() + make_interval(secs => $3::float8)
                     WHERE id = $1 AND attempts = $2 AND state = 'pending'
                     """, key + [.text(String(leaseSeconds))]).affected
-                if renewed == 0 { Log.write(.warning, "\(id) attempt \(taken.attempt): the lease was lost while the command ran") }
+                if renewed > 0 { confirmed = asked; return true }
+                Log.write(.warning, "\(id) attempt \(taken.attempt): the lease was lost while the command ran; stopping it")
+                return false
             } catch {
-                Log.write(.warning, "\(id) attempt \(taken.attempt): cannot renew the lease: \(error)")
+                // Held only while the next renewal can still come before the lease runs out.
+                let held = Clock.now() + renewSeconds < confirmed + leaseSeconds
+                Log.write(.warning, "\(id) attempt \(taken.attempt): cannot renew the lease: \(error)\(held ? "" : "; stopping the command before its lease runs out")")
+                return held
             }
         }
         let gaveUp = result.givesUp
@@ -203,6 +211,8 @@ final class CommandRun: @unchecked Sendable {
     /// Written by the run's thread before it ends; read only after `pthread_join`.
     private var result: Hook.Result?
     private var finished: [Int32] = [-1, -1]
+    /// A byte written here tells the run's guard to kill the command.
+    private var stop: [Int32] = [-1, -1]
 
     init(hook: Hook, body: [UInt8], envelope: Envelope, attempt: Int) {
         self.hook = hook
@@ -211,15 +221,21 @@ final class CommandRun: @unchecked Sendable {
         self.attempt = attempt
     }
 
-    /// Starts the run, calls `renew` every `seconds` until it ends, and returns its result.
-    func wait(every seconds: Double, renew: () -> Void) -> Hook.Result {
+    /// Starts the run, calls `renew` every `seconds` until it ends, and returns its result. Once `renew` says the
+    /// lease is no longer ours, the run is stopped (killed by its guard): another consumer may be running it now.
+    func wait(every seconds: Double, renew: () -> Bool) -> Hook.Result {
         guard pipe(&finished) == 0 else { return hook.run(body: body, envelope: envelope, attempt: attempt) }
         defer { close(finished[0]) }
-        for fd in finished { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+        guard pipe(&stop) == 0 else {
+            close(finished[1])
+            return hook.run(body: body, envelope: envelope, attempt: attempt)
+        }
+        defer { close(stop[0]); close(stop[1]) }
+        for fd in finished + stop { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
         var thread = pthread_t()
         let started = pthread_create(&thread, nil, { context in
             let run = Unmanaged<CommandRun>.fromOpaque(context!).takeRetainedValue()
-            run.result = run.hook.run(body: run.body, envelope: run.envelope, attempt: run.attempt)
+            run.result = run.hook.run(body: run.body, envelope: run.envelope, attempt: run.attempt, stop: run.stop[0])
             close(run.finished[1])
             return nil
         }, Unmanaged.passRetained(self).toOpaque())
@@ -227,7 +243,14 @@ final class CommandRun: @unchecked Sendable {
             close(finished[1])
             return hook.run(body: body, envelope: envelope, attempt: attempt)
         }
-        while Forwarder.wait(for: [finished[0]], seconds: seconds) != finished[0] { renew() }
+        var stopping = false
+        while Forwarder.wait(for: [finished[0]], seconds: seconds) != finished[0] {
+            if !stopping && !renew() {
+                stopping = true
+                var byte: UInt8 = 1
+                _ = write(stop[1], &byte, 1)
+            }
+        }
         pthread_join(thread, nil)
         return result!  // set by the thread before it ended, and pthread_join orders that before this read
     }

@@ -64,8 +64,9 @@ public struct Hook: Sendable {
     /// Runs the command with `input` (a readable descriptor, positioned at the body) as stdin, as attempt number
     /// `attempt` (`WEBHOOK_ATTEMPT`). The time-out covers the whole run, output and exit: then its process group
     /// and everything it started get SIGTERM, `graceSeconds` later SIGKILL. A guard process (CLinux's
-    /// hook_guard.h) runs it, so that nothing of the run outlives it, nor this process should it be killed.
-    public func run(input: Int32, envelope: Envelope, file: String?, attempt: Int = 1) -> Result {
+    /// hook_guard.h) runs it, so that nothing of the run outlives it, nor this process should it be killed. A byte
+    /// written to `stop` (a pipe's read end) kills the run at once: its caller may no longer run it.
+    public func run(input: Int32, envelope: Envelope, file: String?, attempt: Int = 1, stop: Int32 = -1) -> Result {
         let started = Clock.now()
         var output: [Int32] = [-1, -1], report: [Int32] = [-1, -1]
         guard pipe(&output) == 0 else { return Result(succeeded: false, summary: "pipe: \(String(cString: strerror(errno)))") }
@@ -81,7 +82,7 @@ public struct Hook: Sendable {
         let guardian = withCStrings(["/bin/sh", "-c", command]) { argv in
             withCStrings(environment) { envp in
                 clinux_hook_spawn("/bin/sh", argv, envp, input, output[1], report[1], Int64(timeoutSeconds * 1000),
-                                  Int64(graceSeconds * 1000))
+                                  Int64(graceSeconds * 1000), stop)
             }
         }
         close(output[1])
@@ -96,6 +97,9 @@ public struct Hook: Sendable {
         let said = lines.isEmpty ? "" : "; output: \(Log.printable(lines, limit: 500))"
         guard got == MemoryLayout<clinux_hook_report>.size else {
             return Result(succeeded: false, summary: "its guard \(Signals.describe(waitStatus: guardStatus)) without a report\(said)")
+        }
+        if outcome.stopped != 0 {
+            return Result(succeeded: false, summary: "stopped by its caller after \(took)ms and killed\(said)")
         }
         if outcome.timed_out != 0 {
             return Result(succeeded: false, summary: "timed out after \(timeoutSeconds)s and was killed\(said)", timedOut: true)
@@ -170,7 +174,7 @@ extension Hook {
 
     /// Runs the command with `body` on stdin (buffered in an unnamed temporary file, so that the command may read
     /// it at its own pace), as attempt `attempt`.
-    public func run(body: [UInt8], envelope: Envelope, attempt: Int = 1) -> Result {
+    public func run(body: [UInt8], envelope: Envelope, attempt: Int = 1, stop: Int32 = -1) -> Result {
         var template = Array("\(Environment.value("TMPDIR") ?? "/tmp")/webhook-body.XXXXXX".utf8CString)
         let fd = mkstemp(&template)
         guard fd >= 0 else { return Result(succeeded: false, summary: "cannot buffer the body: \(String(cString: strerror(errno)))") }
@@ -180,7 +184,7 @@ extension Hook {
         guard writeAll(fd, body) == nil, lseek(fd, 0, SEEK_SET) == 0 else {
             return Result(succeeded: false, summary: "cannot buffer the body: \(String(cString: strerror(errno)))")
         }
-        return run(input: fd, envelope: envelope, file: nil, attempt: attempt)
+        return run(input: fd, envelope: envelope, file: nil, attempt: attempt, stop: stop)
     }
 
     /// With a spool, after a new payload was stored: if fewer than `concurrency` runners are at work, start one.

@@ -42,7 +42,8 @@ package final class Journal {
     /// How much zero-filled space is added at a time; the first `fdatasync` after it also commits the new blocks.
     static let preparationStep = 1 << 20
     /// `/proc/sys/kernel/random/boot_id`: changes at every boot, so a checkpoint can tell whether the page cache of
-    /// the files named after it may have been lost. Empty when unreadable: every recovery then compares.
+    /// the files named after it may have been lost. Empty when unreadable (systemd's `ProcSubset=pid` hides
+    /// /proc/sys): no header can then tell a restart, so every recovery compares.
     static let bootID: [UInt8] = {
         let fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return [] }
@@ -59,6 +60,12 @@ package final class Journal {
     /// Whether the log is on FUSE, where `syncfs` makes nothing durable (see ``makeNamedFilesDurable()``).
     private let onFUSE: Bool
     private let board: JournalBoard?
+    /// Failed syncs of the log by any process (see ``JournalFailures``).
+    private let failures: JournalFailures?
+    /// Failed syncs of the spool's files by any process, and their number when this generation began: a
+    /// checkpoint whose own sync succeeds but after which that number changed may be retiring dropped pages.
+    private let fileFailures: JournalFailures?
+    private var fileFailuresAtStart: Int64 = 0
     private var generation: UInt64 = 0
     /// Where the next record goes, from the slot's start.
     private var end = JournalSlot.headerSize
@@ -77,6 +84,9 @@ package final class Journal {
         self.slot = slot
         self.board = board
         onFUSE = clinux_is_fuse(slot.fd) != 0
+        failures = JournalFailures(log: slot.fd, mode: spool.fileMode)
+        fileFailures = JournalFailures(spool: spool)
+        if failures == nil { Log.write(.warning, "journal \(description): no shared count of failed syncs; only this server's") }
     }
 
     deinit { close(slot.fd) }
@@ -105,15 +115,16 @@ package final class Journal {
     /// Recovers every slot no process holds (those of workers that are gone): `spool recover` waits for it; a
     /// starting supervisor (`background`) only takes the slots' locks and leaves the naming to a detached process,
     /// `webhook-recover`, so that it serves within moments whatever the backlog (its workers take other slots).
-    /// Returns, per slot recovered here, how many payloads it named.
-    package static func recoverAbandoned(in spool: Spool, background: Bool = true) throws(SystemError)
-        -> [(slot: String, named: Int)]
+    /// Returns, per slot recovered here, how many payloads it named. `board` (a starting supervisor's) counts a
+    /// failed sync of the log the recovery makes, as the workers' group commit does.
+    package static func recoverAbandoned(in spool: Spool, board: JournalBoard? = nil, background: Bool = true)
+        throws(SystemError) -> [(slot: String, named: Int)]
     {
         var status = stat()
         guard stat(path(of: spool), &status) == 0 else { return [] }
         var abandoned: [Journal] = []
         for index in 0..<min(JournalBoard.slots, (Int(status.st_size) + JournalSlot.size - 1) / JournalSlot.size) {
-            guard let journal = try lock(index, of: spool, board: nil) else { continue }
+            guard let journal = try lock(index, of: spool, board: board) else { continue }
             // A slot without a record (a worker that stopped cleanly) has nothing to recover: left free at once,
             // so that the workers starting now take it rather than new space.
             if let header = try journal.slot.header(),
@@ -187,12 +198,18 @@ package final class Journal {
         }
         defer { slot.unlockNaming() }
         var recovered = 0
+        // Before anything is named again: a file sync that fails from now on is this checkpoint's concern.
+        let fileFailuresBefore = fileFailures?.count ?? 0
+        fileFailuresAtStart = fileFailuresBefore
         // A header that is torn or missing was never completed; it is written only after the files are durable,
         // and records only after it: there is nothing to recover.
         if let header = try slot.header() {
             generation = header.generation
+            // The slot's files were synced, if ever, by descriptors that are gone: a write-back error this boot
+            // that another process was told of would not be reported to the checkpoint's fresh one.
             let trust: JournalSlot.Trust =
-                header.boot == JournalSlot.checkpointFailed ? .nothing
+                header.boot == JournalSlot.checkpointFailed || (header.boot == Self.bootID && fileFailuresBefore > 0)
+                ? .nothing
                 : header.boot.isEmpty || Self.bootID.isEmpty || header.boot != Self.bootID ? .contents : .names
             let scan = try slot.name(in: spool, from: JournalSlot.headerSize, generation: generation, trust: trust)
             (end, named, recovered) = (scan.reached, scan.reached, scan.named)
@@ -211,7 +228,7 @@ package final class Journal {
             if end + size > JournalSlot.size { try checkpoint() }
             if end + size > prepared { try prepare(upTo: end + size) }
             let record = JournalSlot.record(id: id, content: content, generation: generation)
-            let failuresBefore = board?.syncFailures
+            let failuresBefore = syncFailures
             if let failure = slot.write(record, at: end) {
                 throw SystemError(operation: "write \(description)", code: failure)
             }
@@ -219,7 +236,7 @@ package final class Journal {
                 try sync()
                 // A sync of the log failed after this write: its page may have been dropped (the kernel marks it
                 // clean and tells only the descriptor that synced), whoever synced since.
-                if let failuresBefore, board?.syncFailures != failuresBefore {
+                if syncFailures != failuresBefore {
                     throw SystemError(operation: "fdatasync \(description) (another worker's failed)", code: EIO)
                 }
             } catch {
@@ -267,7 +284,7 @@ package final class Journal {
     /// `flock`, so a holder that dies loses it at once.
     private func sync() throws(SystemError) {
         guard let board else {
-            try check("fdatasync \(description)", fdatasync(slot.fd))
+            try syncCounted("fdatasync \(description)")
             return
         }
         let seen = board.syncsStarted
@@ -288,7 +305,7 @@ package final class Journal {
             let number = board.beginSync()
             let synced = fdatasync(slot.fd)
             let failure = errno
-            if synced != 0 { board.failSync() }
+            if synced != 0 { countSyncFailure() }
             flock(slot.fd, LOCK_UN)  // before the waiters wake, so that none finds it still held
             board.completeSync(number)
             if synced != 0 { throw SystemError(operation: "fdatasync \(description)", code: failure) }
@@ -323,9 +340,13 @@ package final class Journal {
     }
 
     private func checkpointHoldingNamingLock() throws(SystemError) {
-        do {
+        do throws(SystemError) {
             try makeNamedFilesDurable()
+            if let fileFailures, fileFailures.count != fileFailuresAtStart {
+                throw SystemError(operation: "sync the files of \(description) (another process's failed)", code: EIO)
+            }
         } catch {
+            fileFailures?.increment()
             markCheckpointFailed()
             throw error
         }
@@ -335,10 +356,11 @@ package final class Journal {
         if let failure = slot.write(header, at: 0) {
             throw SystemError(operation: "write \(description)", code: failure)
         }
-        try check("fdatasync \(description)", fdatasync(slot.fd))
+        try syncCounted("fdatasync \(description)")
         generation = next
         prepared = max(prepared, header.count)
         (end, named, pendingSince) = (JournalSlot.headerSize, JournalSlot.headerSize, nil)
+        fileFailuresAtStart = fileFailures?.count ?? 0
         board?.reset(slot.index, to: end)
     }
 
@@ -362,8 +384,29 @@ package final class Journal {
     /// says so, and whoever recovers the slot writes and syncs every file again (``JournalSlot/Trust/nothing``).
     private func markCheckpointFailed() {
         let mark = JournalSlot.header(generation: generation, boot: JournalSlot.checkpointFailed)
-        if let failure = slot.write(mark, at: 0) ?? (fdatasync(slot.fd) == 0 ? nil : errno) {
-            Log.write(.error, "journal \(description): cannot mark the failed checkpoint: \(String(cString: strerror(failure)))")
+        do throws(SystemError) {
+            if let failure = slot.write(mark, at: 0) { throw SystemError(operation: "write", code: failure) }
+            try syncCounted("fdatasync")
+        } catch {
+            Log.write(.error, "journal \(description): cannot mark the failed checkpoint: \(error)")
+        }
+    }
+
+    /// Failed syncs of the log, this server's and any process's: a change means a record may have been dropped.
+    private var syncFailures: Int64 { (board?.syncFailures ?? 0) + (failures?.count ?? 0) }
+    private func countSyncFailure() {
+        board?.failSync()
+        failures?.increment()
+    }
+
+    /// An `fdatasync` of the log outside the group commit (a checkpoint's header). It writes back every slot's
+    /// pages, not only this one's, so its failure is counted like the group commit's: a waiter whose record it
+    /// dropped must not trust a later sync on a descriptor opened after the error was reported here.
+    private func syncCounted(_ operation: String) throws(SystemError) {
+        guard fdatasync(slot.fd) == 0 else {
+            let failure = errno
+            countSyncFailure()
+            throw SystemError(operation: operation, code: failure)
         }
     }
 

@@ -77,3 +77,45 @@ package final class JournalBoard: @unchecked Sendable {  // a fixed mapping, tou
         clinux_atomic_store_ordered(word(.namerSleeping), 0)
     }
 }
+
+/// How many syncs of one journal log (or of one spool's files) have failed since the machine started, in a word
+/// of shared memory (`/dev/shm`, named after the log's or the spool's device and inode) that every process
+/// syncing them maps: the board's count is one server's, but a server
+/// started by SIGHUP, a socket-activated successor and `spool recover` sync the same log with boards of their own
+/// (or none). A waiter whose record a failed sync dropped must not trust a later sync made on a descriptor opened
+/// after that failure was reported (the kernel reports it to the descriptors open then, once each).
+final class JournalFailures: @unchecked Sendable {  // a fixed mapping, touched only through atomics
+    private let word: UnsafeMutablePointer<Int64>
+
+    /// Nil if the word cannot be mapped (then only the board counts).
+    convenience init?(log: Int32, mode: mode_t) {
+        var status = stat()
+        guard fstat(log, &status) == 0 else { return nil }
+        self.init(name: "journal", status: status, mode: mode)
+    }
+
+    /// The failed syncs of the files in `spool`: a sync of a named file that fails (a consumer's, a duplicate's)
+    /// reports the error to that descriptor only, so a checkpoint's later sync on a fresh one would answer 0.
+    convenience init?(spool: Spool) {
+        var status = stat()
+        guard stat(spool.directory, &status) == 0 else { return nil }
+        self.init(name: "spool", status: status, mode: spool.fileMode)
+    }
+
+    private init?(name: String, status: stat, mode: mode_t) {
+        let path = "/dev/shm/webhook-\(name)-failures-\(status.st_dev)-\(status.st_ino)"
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, mode)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var counter = stat()
+        guard fstat(fd, &counter) == 0, counter.st_size >= 8 || ftruncate(fd, 8) == 0,
+              let memory = mmap(nil, 8, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0), memory != MAP_FAILED
+        else { return nil }
+        word = memory.bindMemory(to: Int64.self, capacity: 1)
+    }
+
+    deinit { munmap(word, 8) }
+
+    var count: Int64 { clinux_atomic_load_ordered(word) }
+    func increment() { _ = clinux_atomic_increment(word) }
+}

@@ -124,7 +124,7 @@ public struct Spool: Sendable {
         if let failure = writeAll(fd, content) {
             throw SystemError(operation: "write into \(directory)", code: failure)
         }
-        if sync { try check("fsync the new file", fsync(fd)) }
+        if sync { try countingFailure { () throws(SystemError) in try check("fsync the new file", fsync(fd)) } }
         let name = path(subdirectory, id)
         guard linkat(AT_FDCWD, "/proc/self/fd/\(fd)", AT_FDCWD, name, AT_SYMLINK_FOLLOW) == 0 else {
             if errno == EEXIST { return false }
@@ -153,8 +153,16 @@ public struct Spool: Sendable {
             throw SystemError(operation: "open \(name)", code: errno)
         }
         defer { close(fd) }
-        try check("fsync \(name)", fsync(fd))
+        try countingFailure { () throws(SystemError) in try check("fsync \(name)", fsync(fd)) }
         return true
+    }
+
+    /// A sync of the spool's files; its failure is counted for every checkpoint (see ``JournalFailures``).
+    private func countingFailure(_ sync: () throws(SystemError) -> Void) throws(SystemError) {
+        do { try sync() } catch {
+            JournalFailures(spool: self)?.increment()
+            throw error
+        }
     }
 
     /// Whether SUBDIRECTORY/ID exists.

@@ -366,6 +366,9 @@ enum Settings {
             }
             limit = value
         }
+        if let toleranceSeconds, toleranceSeconds < 0 {
+            throw ValidationError("--tolerance-seconds must be a number of seconds, not \(toleranceSeconds)")
+        }
         var tolerance = toleranceSeconds
         if toleranceSeconds == nil, let text = environment("WEBHOOK_TOLERANCE_SECONDS") {
             guard let value = Int64(text), value >= 0 else {

@@ -49,6 +49,10 @@ class Power:
             if lost[0] != record[0]:
                 os.close(record[0])
             lost[1].extend(record[2])
+            # What the writes appended is lost too: the disk never got it (zeros where the file grew).
+            grown = os.fstat(lost[0]).st_size - record[1]
+            if grown > 0:
+                lost[1].append((record[1], bytes(grown)))
         self.errseq[ino] = self.errseq.get(ino, 0) + 1
 
     def name_changes(self, dfd, name):

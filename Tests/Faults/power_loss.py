@@ -17,6 +17,11 @@ with EIO. Needs root (it mounts a FUSE file system).
   shared sync failure   worker X's fdatasync of the log fails while Y waits on it (strace holds Y); Z, started after
                         the failure, syncs on a fresh descriptor (which the kernel answers 0): Y is not answered from
                         the journal, and after a cut every 200 is whole
+  checkpoint sync failure  the same when X's failed fdatasync of the log is its checkpoint's (it writes back Y's
+                        record too): counted like the group commit's
+  other server sync failure  the same across two servers on one spool (two boards): the count is shared
+  file sync failure elsewhere  a named file's fsync fails in another process (a CGI's duplicate): the checkpoint
+                        marks its slot rather than trusting its own fresh descriptor
   failed syncfs         (no FUSE: strace) a checkpoint's syncfs fails: the slot's header is marked, and the next
                         recovery writes and syncs every file again instead of trusting a later syncfs
   restart backlog       (no FUSE) a crash leaves 20,000 unnamed records (the namer stopped): the restarted server
@@ -35,6 +40,37 @@ from harness import (Disk, Load, OnDisk, acknowledged_payloads, check_all, check
 from checks import signed_cgi_environment, parse_cgi
 
 ROUNDS = int(sys.argv[sys.argv.index("--rounds") + 1]) if "--rounds" in sys.argv else 6
+
+
+def poster(socket_path, prefix, answers):
+    """A post of a distinct signed payload named NAME (to `socket_path` unless given): its id if 200, and its body."""
+    def post(name, to=None):
+        body = sf.body_of(300, "%s-%s" % (prefix, name))
+        status, _, answer = sf.fastcgi(to or socket_path, body)
+        answers[name] = (json.loads(answer)["id"] if status == 200 else None, body)
+    return post
+
+
+def fresh_worker_syncs(label, server, workers, victim, post, y_thread, answers):
+    """`victim` SIGKILLed: its replacement Z opens the log after the failure; a payload to Z makes it sync the log
+    on that fresh descriptor (0, for the page the failure dropped too), waking Y. Returns what was acknowledged."""
+    os.kill(victim, signal.SIGKILL)
+    expect("%s: a replacement worker starts" % label,
+           sf.wait_until(lambda: len([p for p in server.workers() if p not in workers and p != server.namer()]) == 1, 10))
+    time.sleep(0.3)
+    post("z")
+    y_thread.join()
+    acknowledged = {i: body for i, body in answers.values() if i}
+    expect("%s: all three answered 200 (Y the long way)" % label, len(acknowledged) == 3, answers)
+    return acknowledged
+
+
+def after_cut(setup, label, acknowledged):
+    """A power cut, the server started again: every acknowledged payload whole, and a clean stop."""
+    setup.power_cut()
+    setup.start()
+    check_all("%s, after a power cut" % label, setup.spool, acknowledged)
+    expect("%s: clean stop" % label, setup.server.stop() == 0)
 
 
 def test_journal_power_loss(work):
@@ -174,11 +210,7 @@ def test_shared_sync_failure(work):
             time.sleep(0.5)
             setup.disk.command("fail fsync journal/log 1")
             answers = {}
-
-            def post(name):
-                body = sf.body_of(300, "shared-%s" % name)
-                status, _, answer = sf.fastcgi(socket_path, body)
-                answers[name] = (json.loads(answer)["id"] if status == 200 else None, body)
+            post = poster(socket_path, "shared", answers)
             x_thread = threading.Thread(target=post, args=("x",))
             x_thread.start()
             sf.wait_until(lambda: any(syscall(p) == "75" for p in workers), 5)  # x86_64 fdatasync: X holds the lock
@@ -187,21 +219,106 @@ def test_shared_sync_failure(work):
             y_thread.start()
             time.sleep(0.5)  # Y has written its record and waits for X's sync
             x_thread.join()
-            os.kill(x, signal.SIGKILL)  # its replacement Z opens the log after the failure
-            expect("shared failure: a replacement worker starts",
-                   sf.wait_until(lambda: len([p for p in server.workers() if p not in workers and p != server.namer()]) == 1, 10))
-            time.sleep(0.3)
-            post("z")  # Z syncs the log on its fresh descriptor: 0, for the page X's failure dropped too
-            y_thread.join()
-            acknowledged = {i: b for i, b in answers.values() if i}
-            expect("shared failure: all three answered 200 (X and Y the long way)", len(acknowledged) == 3, answers)
+            acknowledged = fresh_worker_syncs("shared failure", server, workers, x, post, y_thread, answers)
         finally:
             tracer.kill()
             tracer.wait()
-        setup.power_cut()
-        setup.start()
-        check_all("shared failure, after a power cut", setup.spool, acknowledged)
-        expect("shared failure: clean stop", setup.server.stop() == 0)
+        after_cut(setup, "shared failure", acknowledged)
+
+
+def test_checkpoint_sync_failure(work):
+    """A checkpoint's fdatasync of the log writes back every slot's pages: when it fails, a record another worker
+    wrote just before is dropped too. X's idle checkpoint fails (strace holds it, then faultfs fails it) while Y
+    has written its record and waits (strace holds its flock); Z, started after the failure on a fresh descriptor,
+    syncs for Y. Y must not answer 200 from the journal; after a cut every 200 is whole."""
+    with OnDisk(work, "ckptsync", workers=2) as setup:
+        server, socket_path = setup.server, setup.socket_path
+        sf.wait_until(lambda: server.namer() is not None, 5)
+        workers = [pid for pid in server.workers() if pid != server.namer()]
+        tracer = subprocess.Popen(["strace", "-qq", "-o", "/dev/null", "-e", "inject=fdatasync:delay_enter=2000000",
+                                   "-e", "inject=flock:delay_enter=7000000"] + [a for p in workers for a in ("-p", str(p))],
+                                  stderr=subprocess.DEVNULL)
+        answers = {}
+        post = poster(socket_path, "ckptsync", answers)
+        try:
+            time.sleep(0.5)
+            post("x")  # X's record; five idle seconds later its checkpoint syncs the log (held 2 s by strace)
+            expect("checkpoint sync failure: X's checkpoint reaches its fdatasync of the log",
+                   sf.wait_until(lambda: any(syscall(p) == "75" for p in workers), 10))
+            x = next(p for p in workers if syscall(p) == "75")
+            setup.disk.command("fail fsync journal/log 1")
+            y_thread = threading.Thread(target=post, args=("y",))
+            y_thread.start()  # X is held: Y takes it, writes its record and is held in flock
+            expect("checkpoint sync failure: Y has written and waits to sync",
+                   sf.wait_until(lambda: any(syscall(p) == "73" for p in workers if p != x), 3))
+            expect("checkpoint sync failure: X's checkpoint fails",
+                   sf.wait_until(lambda: "Input/output error" in open(setup.log, errors="replace").read(), 5))
+            acknowledged = fresh_worker_syncs("checkpoint sync failure", server, workers, x, post, y_thread, answers)
+            expect("checkpoint sync failure: Y saw the failure", "another worker's failed" in open(setup.log,
+                   errors="replace").read())
+        finally:
+            tracer.kill()
+            tracer.wait()
+        after_cut(setup, "checkpoint sync failure", acknowledged)
+
+
+def test_other_server_sync_failure(work):
+    """Two servers on one spool (a SIGHUP's new start beside the old workers, a socket-activated successor beside
+    its predecessor) have boards of their own: server A's worker X's fdatasync of the log fails (strace holds it,
+    faultfs fails it) while server B's worker Y has written its record and waits (strace holds its flock); Z, B's
+    replacement worker, opens the log after the failure and syncs for Y. Y must not answer 200 from the journal;
+    after a cut every 200 is whole."""
+    with OnDisk(work, "twoservers", workers=2) as setup:
+        b, b_socket = setup.server, setup.socket_path
+        a_socket = os.path.join(work, "twoservers-a.sock")
+        a = sf.Server(a_socket, setup.spool, os.path.join(work, "twoservers-a.log"), workers=1)
+        x = next(p for p in a.workers() if p != a.namer())
+        b_workers = [p for p in b.workers() if p != b.namer()]
+        tracers = [subprocess.Popen(["strace", "-qq", "-o", "/dev/null", "-e", option] + [a for p in pids for a in ("-p", str(p))],
+                                    stderr=subprocess.DEVNULL)
+                   for option, pids in (("inject=fdatasync:delay_enter=2000000", [x]),
+                                        ("inject=flock:delay_enter=7000000", b_workers))]
+        answers = {}
+        post = poster(b_socket, "twoservers", answers)
+        try:
+            time.sleep(0.5)
+            x_thread = threading.Thread(target=post, args=("x", a_socket))
+            x_thread.start()
+            expect("other server: X syncs the log", sf.wait_until(lambda: syscall(x) == "75", 5))
+            setup.disk.command("fail fsync journal/log 1")
+            y_thread = threading.Thread(target=post, args=("y",))
+            y_thread.start()
+            expect("other server: Y has written and waits to sync",
+                   sf.wait_until(lambda: any(syscall(p) == "73" for p in b_workers), 3))
+            y = next(p for p in b_workers if syscall(p) == "73")
+            x_thread.join()
+            acknowledged = fresh_worker_syncs("other server", b, b_workers, next(p for p in b_workers if p != y), post,
+                                              y_thread, answers)
+        finally:
+            for tracer in tracers:
+                tracer.kill()
+                tracer.wait()
+        a.kill_all()
+        after_cut(setup, "other server", acknowledged)
+
+
+def test_file_sync_failure_elsewhere(work):
+    """A named file's write-back error reported to another process (here a CGI storing a duplicate, whose fsync
+    of the existing file fails) is not reported to the checkpoint's fresh descriptor: the checkpoint must not
+    retire the record all the same. After a cut the payload is whole."""
+    with OnDisk(work, "elsewhere", workers=1) as setup:
+        spool = setup.spool
+        body = sf.body_of(300, "elsewhere")
+        status, _, answer = sf.fastcgi(setup.socket_path, body)
+        expect("file sync failure elsewhere: the payload is acknowledged from the journal", status == 200, status)
+        id_ = json.loads(answer)["id"]
+        expect("file sync failure elsewhere: named", sf.wait_until(lambda: os.path.exists(os.path.join(spool, "new", id_)), 5))
+        setup.disk.command("fail fsync new/%s" % id_)
+        status, _, _ = sf.cgi(body, spool)
+        expect("file sync failure elsewhere: the duplicate's sync fails (503)", status == 503, status)
+        expect("file sync failure elsewhere: the checkpoint marks its slot",
+               sf.wait_until(lambda: "checkpoint failed" in marks(spool), 12), marks(spool))
+        after_cut(setup, "file sync failure elsewhere", {id_: body})
 
 
 def test_namer_other_slots(work):
@@ -317,7 +434,7 @@ def main():
     only = sys.argv[sys.argv.index("--only") + 1] if "--only" in sys.argv else None
     with tempfile.TemporaryDirectory(prefix="webhook-power-") as work:
         for name in ["journal_power_loss", "per_file_power_loss", "failed_checkpoint", "unreadable_read",
-                     "unknown_boot", "shared_sync_failure", "failed_syncfs", "namer_other_slots", "namer_hold", "restart_backlog", "checkpoint_interval"]:
+                     "unknown_boot", "shared_sync_failure", "checkpoint_sync_failure", "other_server_sync_failure", "file_sync_failure_elsewhere", "failed_syncfs", "namer_other_slots", "namer_hold", "restart_backlog", "checkpoint_interval"]:
             if only in (None, name):
                 globals()["test_" + name](work)
     return checks.summary()

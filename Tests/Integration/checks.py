@@ -70,11 +70,16 @@ def free_port():
         return s.getsockname()[1]
 
 
+def x_signature(secret, body):
+    """What the sender puts in x-signature: the hex HMAC-SHA256 of the raw body, keyed with the secret."""
+    return hmac.new(secret if isinstance(secret, bytes) else secret.encode(), body, hashlib.sha256).hexdigest()
+
+
 def signed_cgi_environment(secret, body, spool=None, method="POST", **extra):
     """What a web server gives the handler as a CGI for `body`, signed with `secret` as the sender signs."""
     env = {"GATEWAY_INTERFACE": "CGI/1.1", "REQUEST_METHOD": method, "CONTENT_LENGTH": str(len(body)),
            "CONTENT_TYPE": "application/json", "REMOTE_ADDR": "127.0.0.1", "API_SECRET_KEY": secret,
-           "HTTP_X_SIGNATURE": hmac.new(secret.encode(), body, hashlib.sha256).hexdigest(), "PATH": "/usr/bin:/bin"}
+           "HTTP_X_SIGNATURE": x_signature(secret, body), "PATH": "/usr/bin:/bin"}
     if spool:
         env["WEBHOOK_SPOOL_DIR"] = spool
     env.update(extra)

@@ -14,9 +14,9 @@ Races are opened with strace (inject=SYSCALL:delay_enter= / error=), crashes wit
 
 Usage: deliveries.py PATH/TO/webhook-handler
 """
-import hashlib, hmac, json, os, signal, socket, struct, subprocess, sys, tempfile, threading, time
+import hashlib, json, os, signal, socket, struct, subprocess, sys, tempfile, threading, time
 
-from checks import Checks, children, free_port, parse_cgi, signed_cgi_environment, wait_until
+from checks import Checks, x_signature, children, free_port, parse_cgi, signed_cgi_environment, wait_until
 
 HANDLER = os.path.realpath(sys.argv[1])
 SECRET = "deliveries-secret-%d" % os.getpid()
@@ -25,7 +25,7 @@ expect = checks.expect
 
 
 def sign(body):
-    return hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    return x_signature(SECRET, body)
 
 
 def payload(tag):

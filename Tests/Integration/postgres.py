@@ -498,6 +498,54 @@ def test_leases(work, pg):
            finished and said == ["start", "end"] and pg.sql("SELECT attempts FROM webhook_payloads") == "1")
 
 
+def test_lease_lost(work, pg):
+    """#19.2: a consumer that lives but has lost its lease (another consumer took the payload after it ran out)
+    stops its command at its next renewal, so the payload is not run twice at once."""
+    run("migrate", "--database-url", pg.url)
+    pg.sql("DELETE FROM webhook_payloads")
+    spool = os.path.join(work, "lease-lost")
+    deliver(spool, payload(1, "lease lost"))
+    forward(spool, pg.url)
+    hung = os.path.join(work, "lease-lost-group")
+    first = start_consumer(work, pg, "lease-lost", "echo $(ps -o pgid= $$) > %s; sleep 30" % hung, "3")
+    wait_until(lambda: os.path.exists(hung) and open(hung).read().strip(), seconds=10)
+    group = int(open(hung).read())
+    # What another consumer's take does once the lease has run out (a renewal late by more than the lease).
+    pg.sql("UPDATE webhook_payloads SET attempts = attempts + 1, available_at = now() + interval '60 s'")
+    gone = wait_until(lambda: not group_members(group), seconds=3)
+    left = group_members(group)
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    first.send_signal(signal.SIGTERM)
+    code = first.wait(timeout=30)
+    said = open(os.path.join(work, "lease-lost.log")).read()
+    expect("a lease lost while the command runs: the command is killed at the next renewal (%s)" % left,
+           gone and not left and "lease was lost" in said and code == 0, said[-300:])
+
+    # The consumer's connection is cut: its renewals fail, and the command must end before the 3 s lease does.
+    pg.sql("DELETE FROM webhook_payloads")
+    deliver(spool, payload(2, "lease unrenewable"))
+    forward(spool, pg.url)
+    os.unlink(hung)
+    cut = start_consumer(work, pg, "lease-cut", "echo $(ps -o pgid= $$) > %s; sleep 30" % hung, "3")
+    wait_until(lambda: os.path.exists(hung) and open(hung).read().strip(), seconds=10)
+    group = int(open(hung).read())
+    cut_at = time.monotonic()
+    pg.sql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
+           "AND backend_type = 'client backend'")
+    gone = wait_until(lambda: not group_members(group), seconds=5)
+    took = time.monotonic() - cut_at
+    left = group_members(group)
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    pg.sql("UPDATE webhook_payloads SET state = 'done', done_at = now()")  # not taken again before SIGTERM
+    cut.send_signal(signal.SIGTERM)
+    code = cut.wait(timeout=30)
+    said = open(os.path.join(work, "lease-cut.log")).read()
+    expect("renewals failing: the command is killed before its 3 s lease runs out (%.1f s, %s)" % (took, left),
+           gone and not left and took < 3 and "before its lease runs out" in said and code == 0, said[-300:])
+
+
 def test_attempts(work, pg):
     """#19.4: WEBHOOK_ATTEMPT, backoff with jitter, --max-attempts then failed with every attempt's error, the
     give-up status, list --state failed, retry."""
@@ -572,7 +620,7 @@ def main():
             only = sys.argv[3:]  # test names to run, for development; all by default
             for test in (test_two_hosts_and_an_outage, test_crashes, test_service, test_consumers, test_failover,
                          test_once_and_hooks, test_purge, test_schema_and_roles, test_listing_once, test_timeouts,
-                         test_session_settings, test_secrets, test_spool_errors, test_leases, test_attempts,
+                         test_session_settings, test_secrets, test_spool_errors, test_leases, test_lease_lost, test_attempts,
                          test_batches, test_million):
                 if only and test.__name__ not in only:
                     continue

@@ -11,9 +11,9 @@ and every acknowledged payload is in the spool, complete.
 
 Usage: restart.py PATH/TO/webhook-handler [--requests N] [--restart-every SECONDS]
 """
-import asyncio, hashlib, hmac, json, os, signal, socket, subprocess, sys, tempfile, threading, time
+import asyncio, json, os, signal, socket, subprocess, sys, tempfile, threading, time
 
-from checks import Checks, wait_until
+from checks import Checks, wait_until, x_signature
 from nginx_server import Nginx, started
 
 HANDLER = os.path.realpath(sys.argv[1])
@@ -35,7 +35,7 @@ async def load(port, total, run):
         for n in counter:
             body = json.dumps({"run": run, "n": n, "pad": "p" * 150}).encode()
             head = ("POST /api/webhook HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                    "x-signature: %s\r\nContent-Length: %d\r\n\r\n" % (hmac.new(SECRET, body, hashlib.sha256).hexdigest(), len(body)))
+                    "x-signature: %s\r\nContent-Length: %d\r\n\r\n" % (x_signature(SECRET, body), len(body)))
             try:
                 if writer is None:
                     reader, writer = await asyncio.open_connection("127.0.0.1", port)

@@ -15,9 +15,9 @@
 
 Usage: spool_faults.py PATH/TO/webhook-handler [--rounds N]
 """
-import hashlib, hmac, json, os, random, signal, subprocess, sys, tempfile, threading, time
+import hashlib, json, os, random, signal, subprocess, sys, tempfile, threading, time
 
-from checks import Checks, children, parse_cgi, signed_cgi_environment, wait_until
+from checks import Checks, x_signature, children, parse_cgi, signed_cgi_environment, wait_until
 
 HANDLER = os.path.realpath(sys.argv[1])
 ROUNDS = int(sys.argv[sys.argv.index("--rounds") + 1]) if "--rounds" in sys.argv else 12
@@ -27,7 +27,7 @@ expect = checks.expect
 
 
 def sign(body):
-    return hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    return x_signature(SECRET, body)
 
 
 def cgi(body, spool):
@@ -104,11 +104,12 @@ def test_full_and_read_only(work):
 
 
 class Server:
-    def __init__(self, socket_path, spool, log, workers=3, strace=(), arguments=(), prefix=(), recovered=True):
+    def __init__(self, socket_path, spool, log, workers=3, strace=(), arguments=(), prefix=(), recovered=True,
+                 wrap=()):
         env = {"API_SECRET_KEY": SECRET, "WEBHOOK_SPOOL_DIR": spool, "PATH": os.environ["PATH"]}
         self.log = open(log, "ab")
         self.traced = bool(strace)
-        command = [HANDLER, "--listen", socket_path, "--workers", str(workers)] + list(arguments)
+        command = list(wrap) + [HANDLER, "--listen", socket_path, "--workers", str(workers)] + list(arguments)
         if strace:
             command = ["strace", "-f", "-qq", "-o", "/dev/null"] + list(strace) + command
         command = list(prefix) + command  # a command that ends by exec'ing the handler (same pid)
@@ -351,6 +352,33 @@ def test_journal_restart(work):
     expect("journal restart: clean stop", server.stop() == 0)
 
 
+# As under the systemd units' ProcSubset=pid: /proc shows only processes, so /proc/sys/kernel/random/boot_id cannot
+# be read (the command keeps its pid: unshare and sh exec in place).
+HIDDEN_PROC = ["unshare", "-m", "--propagation", "private", "sh", "-c",
+               'mount -t proc -o subset=pid proc /proc && exec "$0" "$@"']
+
+
+def test_journal_restart_without_boot_id(work):
+    """Where the boot id cannot be read (the hardened units), no header can tell a restart from a crash in the same
+    boot: recovery must compare every named file, or one a power cut left empty stays empty."""
+    spool, socket_path, log = os.path.join(work, "j-noboot"), os.path.join(work, "j.sock"), os.path.join(work, "j.log")
+    server = Server(socket_path, spool, log, workers=1, wrap=HIDDEN_PROC)
+    bodies = [body_of(400 + 100 * i, "noboot-%d" % i) for i in range(2)]
+    ids = post_all(socket_path, bodies)
+    expect("no boot id: two payloads acknowledged and named",
+           None not in ids and wait_until(lambda: all(stored(spool, i, b) for i, b in zip(ids, bodies)), 5), ids)
+    server.kill_all()
+    with open(os.path.join(spool, ".journal", "log"), "rb") as f:
+        header = f.read(56)
+    expect("no boot id: the slot's header records none (as under ProcSubset=pid)", header[16:52] == bytes(36), header[16:52])
+    os.truncate(os.path.join(spool, "new", ids[0]), 0)  # the machine restarted: an unsynced file left empty
+    done = subprocess.run(HIDDEN_PROC + [HANDLER, "spool", "recover", "--spool-dir", spool], capture_output=True,
+                          text=True, timeout=30)
+    expect("no boot id: spool recover succeeds", done.returncode == 0, (done.stdout, done.stderr))
+    expect("no boot id: the emptied file is written again", stored(spool, ids[0], bodies[0]))
+    expect("no boot id: the intact one is left as it is", stored(spool, ids[1], bodies[1]))
+
+
 def test_journal_crash_and_deletion(work):
     """In the same boot a killed server's records are named on restart; one deleted after a checkpoint stays
     deleted, one deleted before it comes back (at-least-once, as the README says)."""
@@ -531,6 +559,7 @@ def main():
         test_full_and_read_only(work)
         test_crash(work)
         test_journal_restart(work)
+        test_journal_restart_without_boot_id(work)
         test_journal_crash_and_deletion(work)
         test_journal_checkpoint_crash(work)
         test_journal_sync_failure(work)

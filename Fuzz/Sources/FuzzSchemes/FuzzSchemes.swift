@@ -20,10 +20,12 @@ func main(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>
         let fields = input.dropFirst(2).split(separator: 0, maxSplits: 1, omittingEmptySubsequences: false)
         let body = Array(fields[0])
         var schemes = SignatureScheme.presets
+        // A timestamp header only where the template may sign it (an unsigned one is refused).
+        let template = fields.count > 1 ? String(decoding: fields[1], as: UTF8.self) : ""
         if fields.count > 1, let generic = try? SignatureScheme.generic(
             header: "X-Fuzz-Signature", algorithm: [.sha256, .sha512, .sha1][Int(input[1]) % 3],
             encoding: input[1] & 4 == 0 ? .hex : .base64, prefix: input[1] & 8 == 0 ? "" : "v9=",
-            template: String(decoding: fields[1], as: UTF8.self), timestampHeader: "X-Fuzz-Timestamp")
+            template: template, timestampHeader: template.lowercased().contains("timestamp") ? "X-Fuzz-Timestamp" : nil)
         {
             schemes.append(generic)
         }
