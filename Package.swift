@@ -35,16 +35,25 @@ let package = Package(
             name: "WebhookCore",
             dependencies: [.product(name: "Crypto", package: "swift-crypto")]
         ),
-        /// The FastCGI / CGI adapter: all libfcgi, POSIX and unsafe-pointer work lives here.
+        /// Storage and hand-off: the spool, its journal and namer, the hooks, the log. Every verified payload is kept
+        /// here until a consumer takes it; no libfcgi, no FastCGI, so the forwarder links it alone.
+        .target(
+            name: "WebhookSpool",
+            dependencies: ["CLinux", "WebhookCore"],
+            swiftSettings: [.enableUpcomingFeature("InternalImportsByDefault")]
+        ),
+        /// Transport and supervision: FastCGI (all libfcgi work lives here) and CGI, the worker processes, the
+        /// responder, secrets, the status page and scoreboard.
         .target(
             name: "WebhookGateway",
-            dependencies: ["CFastCGI", "CLinux", "WebhookCore"],
+            dependencies: ["CFastCGI", "CLinux", "WebhookCore", "WebhookSpool"],
             swiftSettings: [.enableUpcomingFeature("InternalImportsByDefault")]
         ),
         .executableTarget(
             name: "webhook-handler",
             dependencies: [
                 "WebhookGateway",
+                "WebhookSpool",
                 "WebhookCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
@@ -52,7 +61,7 @@ let package = Package(
         /// Spool -> PostgreSQL -> consumers: all libpq work lives here.
         .target(
             name: "WebhookForwarding",
-            dependencies: ["CLibPQ", "CLinux", "WebhookGateway"],
+            dependencies: ["CLibPQ", "CLinux", "WebhookSpool"],
             swiftSettings: [.enableUpcomingFeature("InternalImportsByDefault")]
         ),
         /// A second executable, so that the handler (and its CGI start-up) never pays for libpq.
@@ -60,21 +69,21 @@ let package = Package(
             name: "webhook-forwarder",
             dependencies: [
                 "WebhookForwarding",
-                "WebhookGateway",
+                "WebhookSpool",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         /// A dudect-style timing check of verification, run by hand (README: Security checks).
         .executableTarget(name: "timing-check", dependencies: ["WebhookCore"]),
         /// HMAC throughput of the core, for bench/run.sh.
-        .executableTarget(name: "hmac-throughput", dependencies: ["WebhookCore", "WebhookGateway"]),
+        .executableTarget(name: "hmac-throughput", dependencies: ["WebhookCore", "WebhookSpool"]),
         .testTarget(
             name: "WebhookCoreTests",
             dependencies: ["WebhookCore"]
         ),
         .testTarget(
-            name: "WebhookGatewayTests",
-            dependencies: ["WebhookGateway"]
+            name: "WebhookSpoolTests",
+            dependencies: ["WebhookSpool", "WebhookCore"]
         ),
         .testTarget(
             name: "WebhookHandlerTests",

@@ -1,4 +1,4 @@
-import WebhookGateway
+import WebhookSpool
 
 #if canImport(Glibc)
 import Glibc

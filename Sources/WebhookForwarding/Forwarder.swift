@@ -1,6 +1,6 @@
 import CLinux
 import FoundationEssentials
-public import WebhookGateway
+public import WebhookSpool
 
 #if canImport(Glibc)
 import Glibc

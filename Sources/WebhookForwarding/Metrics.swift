@@ -1,4 +1,4 @@
-import WebhookGateway
+import WebhookSpool
 import Synchronization
 
 #if canImport(Glibc)

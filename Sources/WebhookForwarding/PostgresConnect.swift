@@ -1,5 +1,5 @@
 import CLibPQ
-import WebhookGateway
+import WebhookSpool
 
 #if canImport(Glibc)
 import Glibc

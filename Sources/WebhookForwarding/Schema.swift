@@ -1,4 +1,4 @@
-import WebhookGateway
+import WebhookSpool
 
 /// The table every handler host forwards into and every consumer takes from, and its versioned migrations.
 ///

@@ -1,4 +1,5 @@
 public import WebhookCore
+public import WebhookSpool
 
 #if canImport(Glibc)
 import Glibc

@@ -1,4 +1,5 @@
 import CFastCGI
+import WebhookSpool
 
 #if canImport(Glibc)
 import Glibc

@@ -1,6 +1,7 @@
 import CFastCGI
 import CLinux
 import WebhookCore
+public import WebhookSpool
 
 #if canImport(Glibc)
 import Glibc

@@ -1,4 +1,5 @@
 import CLinux
+import WebhookSpool
 
 #if canImport(Glibc)
 import Glibc

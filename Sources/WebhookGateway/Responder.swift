@@ -1,4 +1,5 @@
 public import WebhookCore
+public import WebhookSpool
 
 #if canImport(Glibc)
 import Glibc
@@ -16,7 +17,7 @@ public struct Responder: Sendable {
     public var hook: Hook?
     /// A FastCGI server's counts, for its status page.
     public var scoreboard: Scoreboard? {
-        didSet { hook?.scoreboard = scoreboard }
+        didSet { hook?.counters = scoreboard }
     }
     /// Which requests get an access line.
     public let accessLog: AccessLogPolicy
@@ -131,48 +132,5 @@ public struct Responder: Sendable {
             return (verifier, sender, .failure(.notConfigured("WEBHOOK_SCHEME \(Log.printable(name)) is not a known scheme")))
         }
         return (verifier.with(scheme: scheme), sender, keys)
-    }
-}
-
-/// Time, read from the system.
-public enum Clock {
-    /// Monotonic seconds, for durations.
-    public static func now() -> Double {
-        var time = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &time)
-        return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9
-    }
-
-    /// Now in UTC, ISO 8601: `2026-11-29T09:30:00Z`, or `2026-11-29T09:30:00.123Z` with milliseconds.
-    public static func utcTimestamp(milliseconds: Bool = false) -> String {
-        var text: [UInt8] = []
-        appendUTCTimestamp(to: &text, milliseconds: milliseconds)
-        return String(decoding: text, as: UTF8.self)
-    }
-
-    /// ``utcTimestamp(milliseconds:)`` written digit by digit: every log line starts with one.
-    static func appendUTCTimestamp(to text: inout [UInt8], milliseconds: Bool = false) {
-        var time = timespec()
-        clock_gettime(CLOCK_REALTIME, &time)
-        var parts = tm()
-        var seconds = time.tv_sec
-        gmtime_r(&seconds, &parts)
-        func digits(_ value: Int, _ width: Int, then separator: Unicode.Scalar) {
-            var divisor = 1
-            for _ in 1..<width { divisor *= 10 }
-            while divisor > 0 { text.append(UInt8(48 + value / divisor % 10)); divisor /= 10 }
-            text.append(UInt8(ascii: separator))
-        }
-        digits(Int(parts.tm_year) + 1900, 4, then: "-")
-        digits(Int(parts.tm_mon) + 1, 2, then: "-")
-        digits(Int(parts.tm_mday), 2, then: "T")
-        digits(Int(parts.tm_hour), 2, then: ":")
-        digits(Int(parts.tm_min), 2, then: ":")
-        if milliseconds {
-            digits(Int(parts.tm_sec), 2, then: ".")
-            digits(time.tv_nsec / 1_000_000, 3, then: "Z")
-        } else {
-            digits(Int(parts.tm_sec), 2, then: "Z")
-        }
     }
 }

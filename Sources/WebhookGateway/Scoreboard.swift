@@ -1,5 +1,6 @@
 import CLinux
 import WebhookCore
+package import WebhookSpool
 
 #if canImport(Glibc)
 import Glibc
@@ -112,7 +113,7 @@ public final class Scoreboard: @unchecked Sendable {  // a fixed mapping, touche
     }
 
     /// A hook's run ended.
-    func countHook(_ result: Hook.Result) {
+    package func countHook(_ result: Hook.Result) {
         add(result.timedOut ? .hookTimedOut : result.succeeded ? .hookOK : .hookFailed)
     }
 
@@ -132,7 +133,7 @@ public final class Scoreboard: @unchecked Sendable {  // a fixed mapping, touche
     }
 
     /// The namer's pass failed (or not): counted, and remembered for the health check.
-    func namerPass(failed: Bool) {
+    package func namerPass(failed: Bool) {
         if failed { add(.namerErrors) }
         if value(.namerFailing) != (failed ? 1 : 0) { clinux_atomic_store(base + Counter.namerFailing.rawValue, failed ? 1 : 0) }
     }
@@ -145,3 +146,6 @@ public final class Scoreboard: @unchecked Sendable {  // a fixed mapping, touche
         let buckets: [(le: String, count: Int64)]
     }
 }
+
+/// The counts the spool makes (the hook's runs, the namer's passes) land here.
+extension Scoreboard: SpoolCounters {}

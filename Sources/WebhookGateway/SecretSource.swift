@@ -1,4 +1,5 @@
 public import WebhookCore
+import WebhookSpool
 
 #if canImport(Glibc)
 import Glibc
@@ -199,28 +200,5 @@ extension SecretSource {
             throw .notConfigured("cannot read \(path): \(String(cString: strerror(errno)))")
         }
         return Keyring(try keyring(fromFile: bytes, path: path).secrets, publicKeys: publicKeys)
-    }
-}
-
-/// Everything `fd` has until its end (at least `limit` bytes are read, then reading stops), or nil (with `errno`
-/// set) on a failed read.
-public func readAll(_ fd: Int32, limit: Int = .max) -> [UInt8]? {
-    var bytes = [UInt8]()
-    var chunk = [UInt8](repeating: 0, count: min(limit, 64 << 10))
-    while bytes.count < limit {
-        let count = chunk.withUnsafeMutableBytes { buffer in
-            retryingOnInterrupt { Glibc.read(fd, buffer.baseAddress, buffer.count) }
-        }
-        if count < 0 { return nil }
-        if count == 0 { break }
-        bytes += chunk[..<count]
-    }
-    return bytes
-}
-
-/// Reads of the process environment, copied out at once.
-enum Environment {
-    static func value(_ name: String) -> String? {
-        getenv(name).map { String(cString: $0) }
     }
 }

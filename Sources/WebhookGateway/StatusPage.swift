@@ -1,5 +1,6 @@
 import CLinux
 import WebhookCore
+public import WebhookSpool
 
 #if canImport(Glibc)
 import Glibc

@@ -1,5 +1,6 @@
 import CLinux
 import WebhookCore
+import WebhookSpool
 
 #if canImport(Glibc)
 import Glibc
@@ -67,7 +68,7 @@ struct Supervisor {
             // it is named helps (``Journal``).
             if clinux_schedule_when_idle() != 0 { _ = nice(19) }
             _ = clinux_set_process_name(Namer.processName)
-            return Namer(spool: spool, board: board, hook: hook, scoreboard: scoreboard).run(stop: stop)
+            return Namer(spool: spool, board: board, hook: hook, counters: scoreboard).run(stop: stop)
         }
         (namer, namerDue) = pid > 0 ? (pid, nil) : (nil, Clock.now() + 1)
     }

@@ -1,5 +1,6 @@
 import CLinux
 import WebhookCore
+import WebhookSpool
 
 #if canImport(Glibc)
 import Glibc
@@ -137,34 +138,5 @@ struct Worker {
         if allowedAddresses.contains(peer) { return true }
         Log.write(.warning, "refused a connection from \(peer.isEmpty ? "an IPv6 address" : peer): not in FCGI_WEB_SERVER_ADDRS")
         return false
-    }
-}
-
-/// Signal sets, in Swift terms.
-enum Signals {
-    static func set(_ signals: [Int32]) -> sigset_t {
-        var set = sigset_t()
-        sigemptyset(&set)
-        for signal in signals { sigaddset(&set, signal) }
-        return set
-    }
-
-    /// In a child of the supervisor: SIGTERM and SIGINT stay blocked (the supervisor blocked them before forking)
-    /// and become readable on the descriptor returned (-1 if none could be made); SIGHUP is the supervisor's
-    /// (re-execute), so a terminal's hang-up is ignored; SIGCHLD is unblocked for the hook runners.
-    static func stopDescriptor() -> Int32 {
-        var stopSignals = set([SIGTERM, SIGINT])
-        let stop = clinux_signal_fd(&stopSignals)
-        signal(SIGHUP, SIG_IGN)
-        var unblock = set([SIGCHLD, SIGHUP])
-        sigprocmask(SIG_UNBLOCK, &unblock, nil)
-        return stop
-    }
-
-    /// `waitpid`'s status in words (the WIFEXITED family are macros Swift does not import).
-    static func describe(waitStatus status: Int32) -> String {
-        let signal = status & 0x7F
-        if signal == 0 { return "exited with status \((status >> 8) & 0xFF)" }
-        return "was killed by signal \(signal)"
     }
 }

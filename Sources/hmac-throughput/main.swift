@@ -2,7 +2,7 @@
 // beside `openssl speed -hmac sha256`. Prints one line per size: `SIZE bytes: N MB/s`.
 //     swift run -c release hmac-throughput [SECONDS]
 import WebhookCore
-import WebhookGateway
+import WebhookSpool
 
 let seconds = CommandLine.arguments.dropFirst().first.flatMap(Double.init) ?? 1
 let secret = try! Secret("throughput-secret-0123456789")

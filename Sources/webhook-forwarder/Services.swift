@@ -1,6 +1,6 @@
 import ArgumentParser
 import WebhookForwarding
-import WebhookGateway
+import WebhookSpool
 
 #if canImport(Glibc)
 import Glibc

@@ -1,5 +1,6 @@
 import ArgumentParser
 import WebhookGateway
+import WebhookSpool
 
 /// Options naming the spool, shared by `serve` and `spool`.
 struct SpoolOptions: ParsableArguments {

@@ -7,7 +7,7 @@
               requests, restart it, repeat; then every request that got a 200 has its complete file in new/, no file
               in new/ is partial, and nothing was left anywhere else (files are unnamed until complete: tmp/ stays
               empty, and there is nothing to clean).
-  journal     the FastCGI workers' journal (Sources/WebhookGateway/Journal.swift): SIGKILL mid-checkpoint; a
+  journal     the FastCGI workers' journal (Sources/WebhookSpool/Journal.swift): SIGKILL mid-checkpoint; a
               machine restart (another boot id in the slot's header) after files were lost, emptied or consumed; a
               corrupted record never delivered; a failed fdatasync never answered 200 (strace inject); a full disk;
               the namer killed or starved; a slot filled and checkpointed; concurrent duplicates; a payload deleted

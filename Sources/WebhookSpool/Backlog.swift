@@ -38,12 +38,12 @@ extension Spool {
 
 /// Payloads answered 200 whose records are durable in the journal but not yet named in `new/` (``Namer``): read
 /// from the journal board's positions (named up to, durable up to) and the records between them.
-struct JournalBacklog {
-    let unnamed: Int
+package struct JournalBacklog {
+    package let unnamed: Int
     /// Age of the oldest unnamed payload, from its envelope's receive time.
-    let oldestSeconds: Double?
+    package let oldestSeconds: Double?
 
-    init(spool: Spool, board: JournalBoard) {
+    package init(spool: Spool, board: JournalBoard) {
         var (count, oldest) = (0, Double?.none)
         let fd = open(Journal.path(of: spool), O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
         defer { if fd >= 0 { close(fd) } }

@@ -31,7 +31,7 @@ public struct MetricFamily: Sendable {
 public enum Exposition: Equatable, Sendable {
     case openMetrics, prometheusText, json
 
-    var contentType: String {
+    package var contentType: String {
         switch self {
         case .openMetrics: "application/openmetrics-text; version=1.0.0; charset=utf-8"
         case .prometheusText: "text/plain; version=0.0.4; charset=utf-8"
@@ -42,7 +42,7 @@ public enum Exposition: Equatable, Sendable {
     /// The format for a request: `openmetrics` in the query (bare, `openmetrics=` or `openmetrics=1`, as
     /// Prometheus' `params:` writes it) chooses OpenMetrics; otherwise the `Accept` header, by quality, with ties
     /// going to OpenMetrics, then the Prometheus text format 0.0.4, then JSON; JSON when nothing matches (a browser).
-    static func negotiate(query: String?, accept: String?) -> Exposition {
+    package static func negotiate(query: String?, accept: String?) -> Exposition {
         let keys = (query ?? "").split(separator: "&").map { $0.split(separator: "=", maxSplits: 1).first ?? "" }
         if keys.contains("openmetrics") { return .openMetrics }
         var best: (format: Exposition, quality: Double)?

@@ -4,20 +4,20 @@ import Glibc
 
 /// A worker's hold on a journal slot: taken when the worker starts, checkpointed when it idles and given back
 /// with a checkpoint when it stops; taken again (at most every ten seconds) after a failure gave it up.
-struct JournalHold {
+package struct JournalHold {
     let spool: Spool?
     let board: JournalBoard?
     private(set) var journal: Journal?
     private var nextAttempt = 0.0
 
-    init(spool: Spool?, board: JournalBoard?) {
+    package init(spool: Spool?, board: JournalBoard?) {
         self.spool = spool
         self.board = board
         _ = current()
     }
 
     /// The journal to store with now, if there is one.
-    mutating func current() -> Journal? {
+    package mutating func current() -> Journal? {
         if let journal, journal.failure == nil { return journal }
         journal = nil  // gives its slot back: the next worker to take it recovers it
         guard let spool, Clock.now() >= nextAttempt else { return nil }
@@ -32,17 +32,17 @@ struct JournalHold {
     }
 
     /// How long the worker may wait for work before a checkpoint is due: five seconds, when records wait for one.
-    var idleTimeout: Double? { journal?.pendingSince == nil ? nil : 5 }
+    package var idleTimeout: Double? { journal?.pendingSince == nil ? nil : 5 }
 
     /// The worker waited `idleTimeout` with nothing to do: a checkpoint. False if none was due.
-    func checkpointWhenIdle() -> Bool {
+    package func checkpointWhenIdle() -> Bool {
         guard let journal, journal.pendingSince != nil else { return false }
         journal.checkpointOrGiveUp()
         return true
     }
 
     /// The worker stops: a last checkpoint, and the slot is free for the next worker.
-    mutating func release() {
+    package mutating func release() {
         journal?.checkpointOrGiveUp()
         journal = nil
     }

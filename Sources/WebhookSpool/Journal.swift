@@ -37,7 +37,7 @@ import Glibc
 /// a failed checkpoint every file is written again and synced. Then a checkpoint. A payload a consumer deleted
 /// from `new/` since the last checkpoint comes back after a crash: consumers are at-least-once anyway (the hook and
 /// the forwarder move payloads to `cur/`, which recovery respects). docs/spool.md has the protocol in one place.
-final class Journal {
+package final class Journal {
     static let directoryName = ".journal"
     /// How much zero-filled space is added at a time; the first `fdatasync` after it also commits the new blocks.
     static let preparationStep = 1 << 20
@@ -77,7 +77,7 @@ final class Journal {
     private(set) var pendingSince: Double?
     /// What made the journal unusable: a write or sync that failed leaves the slot's state unknown, so it is
     /// given up (the worker takes a slot again later) and payloads are stored the long way meanwhile.
-    private(set) var failure: SystemError?
+    package private(set) var failure: SystemError?
 
     private init(spool: Spool, slot: JournalSlot, board: JournalBoard?) {
         self.spool = spool
@@ -91,7 +91,7 @@ final class Journal {
 
     deinit { close(slot.fd) }
 
-    static func path(of spool: Spool) -> String { spool.path(directoryName, "log") }
+    package static func path(of spool: Spool) -> String { spool.path(directoryName, "log") }
     var description: String { "\(Self.path(of: spool)) slot \(slot.index)" }
 
     /// Takes the first slot no other process holds, recovers it and checkpoints.
@@ -117,7 +117,7 @@ final class Journal {
     /// `webhook-recover`, so that it serves within moments whatever the backlog (its workers take other slots).
     /// Returns, per slot recovered here, how many payloads it named. `board` (a starting supervisor's) counts a
     /// failed sync of the log the recovery makes, as the workers' group commit does.
-    static func recoverAbandoned(in spool: Spool, board: JournalBoard? = nil, background: Bool = true)
+    package static func recoverAbandoned(in spool: Spool, board: JournalBoard? = nil, background: Bool = true)
         throws(SystemError) -> [(slot: String, named: Int)]
     {
         var status = stat()

@@ -2,7 +2,7 @@ import Foundation
 import Testing
 import WebhookCore
 
-@testable import WebhookGateway
+@testable import WebhookSpool
 
 /// The journal on a real file system, without a server: no board (each record syncs on its own) and no namer, so
 /// what names a payload is a checkpoint or a recovery.

@@ -1,5 +1,5 @@
 import CLinux
-import WebhookCore
+package import WebhookCore
 
 #if canImport(Glibc)
 import Glibc
@@ -24,11 +24,11 @@ public struct Hook: Sendable {
     /// The wait after the first failed attempt; it doubles with each further one (with jitter), up to an hour.
     public var backoffSeconds: Double
     /// Where a FastCGI server counts the runs for its status page.
-    public var scoreboard: Scoreboard?
+    package var counters: (any SpoolCounters)?
     /// Without a spool, the directory of the slots that bound how many commands run at once (a FastCGI server
     /// makes a private one); nil leaves them unbounded — a CGI without a spool, bounded by the web server's CGI limit.
     public var privateSlotsDirectory: String?
-    var privateSlots: HookSlots? { privateSlotsDirectory.map { HookSlots(directory: $0, count: concurrency) } }
+    package var privateSlots: HookSlots? { privateSlotsDirectory.map { HookSlots(directory: $0, count: concurrency) } }
 
     /// 20 attempts, 30 s doubling to an hour: ~13 hours, an application down overnight still gets its payloads,
     /// and one that can never take them is failed within a working day, where an operator sees it.
@@ -92,7 +92,7 @@ public struct Hook: Sendable {
         let (text, guardStatus) = collect(output[0], until: guardian, deadline: started + timeoutSeconds + graceSeconds + 5)
         var outcome = clinux_hook_report()
         let got = withUnsafeMutableBytes(of: &outcome) { read(report[0], $0.baseAddress, $0.count) }
-        let took = AccessRecord.milliseconds(Clock.now() - started)
+        let took = Log.milliseconds(Clock.now() - started)
         let lines = text.split(whereSeparator: \.isNewline).joined(separator: " | ")
         let said = lines.isEmpty ? "" : "; output: \(Log.printable(lines, limit: 500))"
         guard got == MemoryLayout<clinux_hook_report>.size else {
@@ -163,11 +163,11 @@ public struct Hook: Sendable {
 
 extension Hook {
     /// Without a spool: hand the body to the command now, before answering, in one of `slots` if given.
-    func handOff(_ body: [UInt8], envelope: Envelope, slots: HookSlots?) -> Outcome {
+    package func handOff(_ body: [UInt8], envelope: Envelope, slots: HookSlots?) -> Outcome {
         let slot = slots?.acquire()
         defer { if let slot, slot >= 0 { close(slot) } }
         let result = run(body: body, envelope: envelope)
-        scoreboard?.countHook(result)
+        counters?.countHook(result)
         Log.write(.info, "hook \(envelope.id): \(result.summary)")
         return result.succeeded ? .verified : .handOffFailed("the hook \(result.summary)")
     }
@@ -332,7 +332,7 @@ extension Hook {
             return .busy
         }
         let result = run(input: fd, envelope: envelope, file: file, attempt: attempt)
-        scoreboard?.countHook(result)
+        counters?.countHook(result)
         guard result.succeeded else { return failed(result.summary, givingUp: result.givesUp) }
         guard rename(file, spool.path("cur", id)) == 0 else {
             return failed("\(result.summary), but it could not be moved to cur/: \(String(cString: strerror(errno)))")
@@ -345,7 +345,7 @@ extension Hook {
 
 /// At most `count` hooks at once across processes: slot N is the file `DIR/N`, held with `flock` (the kernel
 /// lets it go when its holder dies, however it dies).
-struct HookSlots: Sendable {
+package struct HookSlots: Sendable {
     let directory: String
     let count: Int
 
@@ -404,7 +404,7 @@ extension Spool {
 }
 
 /// Runs `body` with a NULL-terminated C array of `strings`.
-func withCStrings<R>(_ strings: [String], _ body: ([UnsafeMutablePointer<CChar>?]) -> R) -> R {
+package func withCStrings<R>(_ strings: [String], _ body: ([UnsafeMutablePointer<CChar>?]) -> R) -> R {
     let pointers = strings.map { strdup($0) } + [nil]
     defer { pointers.forEach { free($0) } }
     return body(pointers)

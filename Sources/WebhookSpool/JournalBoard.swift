@@ -7,14 +7,14 @@ import Glibc
 /// The journal's numbers shared by a FastCGI server's processes, in memory the supervisor maps before it forks:
 /// the group commit's (how many log syncs have begun, the number of the last one completed), and per slot how far
 /// its records are durable and how far the namer has named them, with a word the namer sleeps on.
-final class JournalBoard: @unchecked Sendable {  // a fixed mapping, touched only through atomics
+package final class JournalBoard: @unchecked Sendable {  // a fixed mapping, touched only through atomics
     static let slots = 4096
     private enum Word: Int { case syncsStarted, syncsCompleted, namerWake, namerSleeping, slotsInUse, syncFailures }
     private static let slotsAt = 8
     private let base: UnsafeMutablePointer<Int64>
 
     /// Nil if the system refuses the mapping (then every worker syncs and names for itself).
-    init?() {
+    package init?() {
         let count = Self.slotsAt + 2 * Self.slots
         guard let memory = mmap(nil, count * 8, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0),
               memory != MAP_FAILED

@@ -2,7 +2,7 @@ import Foundation
 import Testing
 import WebhookCore
 
-@testable import WebhookGateway
+@testable import WebhookSpool
 
 /// The spool on a real file system (a private temporary directory per test).
 @Suite struct SpoolTests {

@@ -47,7 +47,7 @@ public struct Spool: Sendable {
     }
 
     var directoryMode: mode_t { groupReadable ? 0o750 : 0o700 }
-    var fileMode: mode_t { groupReadable ? 0o640 : 0o600 }
+    package var fileMode: UInt32 { groupReadable ? 0o640 : 0o600 }
 
     /// `DIR/SUBDIRECTORY`, or the file NAME in it.
     public func path(_ subdirectory: String, _ name: String = "") -> String {
@@ -84,7 +84,7 @@ public struct Spool: Sendable {
 
     /// With a FastCGI worker's `journal`, a durable record stands in for the two syncs (see ``Journal``); without
     /// one, or when it has failed, the steps above.
-    func store(_ body: [UInt8], envelope: Envelope, journal: Journal?) -> Outcome {
+    package func store(_ body: [UInt8], envelope: Envelope, journal: Journal?) -> Outcome {
         let id = envelope.id
         let content = Array(envelope.line.utf8) + body
         do {

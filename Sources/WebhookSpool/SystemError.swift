@@ -2,13 +2,18 @@
 import Glibc
 #endif
 
-/// A failed system or libfcgi call, named by what we were doing.
+/// A failed system or C library call, named by what we were doing.
 public struct SystemError: Error, CustomStringConvertible, Sendable {
     public let operation: String
     public let code: Int32
 
+    package init(operation: String, code: Int32) {
+        self.operation = operation
+        self.code = code
+    }
+
     public var description: String {
-        let text = code > 0 ? String(cString: strerror(code)) : "libfcgi error \(code)"
+        let text = code > 0 ? String(cString: strerror(code)) : "error \(code)"
         return "\(operation): \(text)"
     }
 }
@@ -16,13 +21,13 @@ public struct SystemError: Error, CustomStringConvertible, Sendable {
 /// The one place C return codes become Swift errors: POSIX calls report -1 and set `errno`;
 /// libfcgi calls report a negative number (often `-errno`).
 @discardableResult
-func check(_ operation: @autoclosure () -> String, _ result: Int32) throws(SystemError) -> Int32 {
+package func check(_ operation: @autoclosure () -> String, _ result: Int32) throws(SystemError) -> Int32 {
     guard result < 0 else { return result }
     throw SystemError(operation: operation(), code: result == -1 ? errno : -result)
 }
 
 /// Retries a POSIX call interrupted by a signal.
-func retryingOnInterrupt<T: BinaryInteger>(_ call: () -> T) -> T {
+package func retryingOnInterrupt<T: BinaryInteger>(_ call: () -> T) -> T {
     while true {
         let result = call()
         if result == -1 && errno == EINTR { continue }
@@ -44,7 +49,7 @@ public func directoryEntries(_ directory: String) throws(SystemError) -> [String
 
 /// Writes all of `bytes` to `fd` — at its file position, or at `offset` (`pwrite`) — retrying short writes and
 /// interruptions; the `errno` of a failure, or nil.
-func writeAll(_ fd: Int32, _ bytes: [UInt8], at offset: Int? = nil) -> Int32? {
+package func writeAll(_ fd: Int32, _ bytes: [UInt8], at offset: Int? = nil) -> Int32? {
     bytes.withUnsafeBytes { buffer in
         var done = 0
         while done < buffer.count {
@@ -61,4 +66,20 @@ func writeAll(_ fd: Int32, _ bytes: [UInt8], at offset: Int? = nil) -> Int32? {
         }
         return nil
     }
+}
+
+/// Everything `fd` has until its end (at least `limit` bytes are read, then reading stops), or nil (with `errno`
+/// set) on a failed read.
+public func readAll(_ fd: Int32, limit: Int = .max) -> [UInt8]? {
+    var bytes = [UInt8]()
+    var chunk = [UInt8](repeating: 0, count: min(limit, 64 << 10))
+    while bytes.count < limit {
+        let count = chunk.withUnsafeMutableBytes { buffer in
+            retryingOnInterrupt { Glibc.read(fd, buffer.baseAddress, buffer.count) }
+        }
+        if count < 0 { return nil }
+        if count == 0 { break }
+        bytes += chunk[..<count]
+    }
+    return bytes
 }

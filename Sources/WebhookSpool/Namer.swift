@@ -10,17 +10,24 @@ import Glibc
 /// what it has named, names them, and starts a hook runner when it named any. It sleeps on the journal board until
 /// a worker publishes a record. Nothing depends on it for durability: a worker names whatever is left at its
 /// checkpoint, and recovery names what a crash left.
-struct Namer {
+package struct Namer {
     /// How `ps` shows it.
-    static let processName = "webhook-namer"
+    package static let processName = "webhook-namer"
     let spool: Spool
     let board: JournalBoard
     let hook: Hook?
     /// Where its errors are counted, for the status page.
-    var scoreboard: Scoreboard? = nil
+    var counters: (any SpoolCounters)? = nil
+
+    package init(spool: Spool, board: JournalBoard, hook: Hook?, counters: (any SpoolCounters)? = nil) {
+        self.spool = spool
+        self.board = board
+        self.hook = hook
+        self.counters = counters
+    }
 
     /// Runs until SIGTERM or SIGINT (pending on `stop`, a signalfd).
-    func run(stop: Int32) -> Int32 {
+    package func run(stop: Int32) -> Int32 {
         var log: Int32 = -1
         defer { if log >= 0 { close(log) } }
         var failing = false
@@ -35,7 +42,7 @@ struct Namer {
                 Log.write(.info, "journal: naming payloads again")
             }
             failing = failure != nil
-            scoreboard?.namerPass(failed: failing)
+            counters?.namerPass(failed: failing)
             var pending = pollfd(fd: stop, events: Int16(POLLIN), revents: 0)
             if poll(&pending, 1, failing ? 1000 : 0) > 0 { return 0 }
             if named == 0 && !failing { board.namerSleep(microseconds: 200_000) }
