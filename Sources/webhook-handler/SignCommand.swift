@@ -1,6 +1,7 @@
 import ArgumentParser
 import WebhookCore
 import WebhookGateway
+import WebhookSpool
 
 #if canImport(Glibc)
 import Glibc
