@@ -17,9 +17,9 @@
 
 Usage: monitoring.py PATH/TO/webhook-handler PATH/TO/webhook-forwarder
 """
-import hashlib, hmac, json, os, re, socket, subprocess, sys, tempfile
+import json, os, re, socket, subprocess, sys, tempfile
 
-from checks import Checks, fcgi_request, parse_cgi, signed_cgi_environment, wait_until
+from checks import Checks, x_signature, fcgi_request, parse_cgi, signed_cgi_environment, wait_until
 from postgres_server import Postgres
 
 HANDLER, FORWARDER = (os.path.realpath(p) for p in sys.argv[1:3])
@@ -257,7 +257,7 @@ def test_journald(work):
     with open(os.path.join(work, "journald-body"), "wb") as f:
         f.write(body)
     env = dict(os.environ, HANDLER=HANDLER, SECRET=SECRET, BODY=os.path.join(work, "journald-body"), OUT=work,
-               GOOD=hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest(), BAD="0" * 64,
+               GOOD=x_signature(SECRET, body), BAD="0" * 64,
                REQUEST_METHOD="POST", CONTENT_LENGTH=str(len(body)), GATEWAY_INTERFACE="CGI/1.1",
                REMOTE_ADDR="127.0.0.1", WEBHOOK_SPOOL_DIR=os.path.join(work, "journald-spool"))
     done = subprocess.run(["unshare", "-m", "--propagation", "private", "bash", "-c", JOURNALD], env=env,

@@ -12,12 +12,12 @@ status` for a spool, as a CGI set-up would use it.
 
 Usage: status.py PATH/TO/webhook-handler
 """
-import hashlib, hmac, http.client, json, os, shutil, signal, socket, subprocess, sys, tempfile, threading, time
+import http.client, json, os, shutil, signal, socket, subprocess, sys, tempfile, threading, time
 import urllib.parse, urllib.request
 
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
-from checks import Checks, children, fcgi_request, free_port, wait_until
+from checks import Checks, x_signature, children, fcgi_request, free_port, wait_until
 from nginx_server import Nginx, connectable, started
 
 HANDLER = os.path.realpath(sys.argv[1])
@@ -41,7 +41,7 @@ def request(port, method, path, body=b"", signature=None, accept=None):
 
 
 def sign(body):
-    return hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    return x_signature(SECRET, body)
 
 
 def samples(text):

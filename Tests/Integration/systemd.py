@@ -18,9 +18,9 @@ on this machine in front of the package's socket (bound out of the container):
 
 Usage: systemd.py HANDLER_DEB_REV1 HANDLER_DEB_REV2 (the forwarder's packages are found next to them)
 """
-import hashlib, hmac, http.client, json, os, shutil, subprocess, sys, tempfile, threading, time
+import http.client, json, os, shutil, subprocess, sys, tempfile, threading, time
 
-from checks import Checks, wait_until
+from checks import Checks, wait_until, x_signature
 from nginx_server import Nginx
 
 REPO = os.path.realpath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -132,7 +132,7 @@ class Load:
                 connection = connection or http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
                 connection.request("POST", "/api/webhook", body, {
                     "Content-Type": "application/json",
-                    "x-signature": hmac.new(key.encode(), body, hashlib.sha256).hexdigest()})
+                    "x-signature": x_signature(key, body)})
                 response = connection.getresponse()
                 response.read()
                 status = response.status
@@ -159,7 +159,7 @@ def one(port, key):
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     body = b'{"one":true}'
     connection.request("POST", "/api/webhook", body, {"Content-Type": "application/json",
-                       "x-signature": hmac.new(key.encode(), body, hashlib.sha256).hexdigest()})
+                       "x-signature": x_signature(key, body)})
     status = connection.getresponse().status
     connection.close()
     return status
