@@ -73,7 +73,7 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
-        /// A dudect-style timing check of verification, run by hand (README: Security checks).
+        /// A dudect-style timing check of verification, run by hand (docs/hostile-input.md: Constant time).
         .executableTarget(name: "timing-check", dependencies: ["WebhookCore"]),
         /// HMAC throughput of the core, for bench/run.sh.
         .executableTarget(name: "hmac-throughput", dependencies: ["WebhookCore", "WebhookSpool"]),
