@@ -13,13 +13,15 @@ class Nginx:
     def __init__(self, work, socket_path, recipe="webhook.conf", user=None):
         """`user`: the user of nginx's workers (default: nobody), e.g. www-data for a socket of group www-data."""
         self.port = free_port()
-        self.status_port = free_port()  # the status page's own loopback-only listener
         self.error_log = os.path.join(work, "nginx-error.log")
         with open(os.path.join(RECIPES, recipe)) as f:
-            site = f.read().replace("listen 127.0.0.1:8080;", "listen 127.0.0.1:%d;" % self.port) \
-                .replace("listen 127.0.0.1:8081;", "listen 127.0.0.1:%d;" % self.status_port) \
-                .replace("unix:/run/webhook-handler/webhook.sock", "unix:" + socket_path) \
-                .replace("include fastcgi_params;", "include /etc/nginx/fastcgi_params;")
+            text = f.read()
+        # the status page's own loopback-only listener, in the recipes that have one
+        self.status_port = free_port() if "listen 127.0.0.1:8081;" in text else None
+        site = text.replace("listen 127.0.0.1:8080;", "listen 127.0.0.1:%d;" % self.port) \
+            .replace("listen 127.0.0.1:8081;", "listen 127.0.0.1:%d;" % (self.status_port or 0)) \
+            .replace("unix:/run/webhook-handler/webhook.sock", "unix:" + socket_path) \
+            .replace("include fastcgi_params;", "include /etc/nginx/fastcgi_params;")
         conf = os.path.join(work, "nginx.conf")
         temp = "".join("%s_temp_path %s/%s;\n" % (kind, work, kind) for kind in ["client_body", "fastcgi", "proxy", "uwsgi", "scgi"])
         with open(conf, "w") as f:
@@ -28,7 +30,12 @@ class Nginx:
                     "events { worker_connections 1024; }\nhttp {\n access_log off;\n%s%s\n}\n"
                     % (work, self.error_log, temp, site))
         self.process = subprocess.Popen(["nginx", "-e", self.error_log, "-c", conf], stdin=subprocess.DEVNULL)
-        started(lambda: connectable(self.port) and connectable(self.status_port), "nginx")
+        try:
+            started(lambda: connectable(self.port) and (self.status_port is None or connectable(self.status_port)),
+                    "nginx")
+        except RuntimeError:
+            self.stop()  # never leave it running behind a failed start
+            raise
 
     def stop(self):
         self.process.terminate()
