@@ -395,11 +395,13 @@ def test_journal_crash_and_deletion(work):
     os.remove(os.path.join(spool, "new", back_id))
     server.kill_all()
     server = Server(socket_path, spool, log, workers=1)
+    # the slot is recovered in the background (webhook-recover) while the new workers already serve
     expect("journal crash: the supervisor recovers the slot as it starts",
-           "recovered 1 payloads into new/" in open(log, errors="replace").read())
+           wait_until(lambda: "recovered 1 payloads into new/" in open(log, errors="replace").read(), 10))
     expect("journal crash: a payload deleted after a checkpoint stays deleted",
            not os.path.exists(os.path.join(spool, "new", kept_id)))
-    expect("journal crash: one deleted before the checkpoint is delivered again", stored(spool, back_id, back))
+    expect("journal crash: one deleted before the checkpoint is delivered again",
+           wait_until(lambda: stored(spool, back_id, back), 10))
     expect("journal crash: clean stop", server.stop() == 0)
 
 
