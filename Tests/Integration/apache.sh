@@ -56,12 +56,7 @@ contract "http://127.0.0.1:$port/api/webhook" "$secret" "mod_proxy_fcgi"
 expect "mod_proxy_fcgi: the status page, on its own listener, counts those requests" \
     sh -c "curl -s 'http://127.0.0.1:$status_port/webhook-status' | grep -q '\"requests\":{\"200\":[1-9]'"
 expect "mod_proxy_fcgi: ping answers pong on its own listener" sh -c "curl -s 'http://127.0.0.1:$status_port/webhook-ping' | grep -qx pong"
-# From 127.0.0.1, as a TLS terminator or reverse proxy on this host would ask: the public server has neither.
-for endpoint in webhook-status webhook-ping; do
-    answer=$(curl -s -o "$work/public.out" -w '%{http_code}' "http://127.0.0.1:$port/$endpoint")
-    expect "mod_proxy_fcgi: the public listener does not serve /$endpoint, even to a local client ($answer)" \
-        sh -c "test '$answer' = 404 && ! grep -q 'stored\\|pong' '$work/public.out'"
-done
+public_refuses_endpoints mod_proxy_fcgi "$port"
 stop "$apache_pid"
 stop "$handler_pid"; expect "mod_proxy_fcgi: handler exits 0 on SIGTERM" test "$stopped_status" = 0
 

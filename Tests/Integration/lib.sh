@@ -145,6 +145,17 @@ expect() {
     else failed=$((failed + 1)); printf 'FAIL %s\n' "$name"; fi
 }
 
+# public_refuses_endpoints LABEL PORT: the public listener on PORT serves neither the status page nor ping, even to
+# a client on 127.0.0.1 (as a TLS terminator or reverse proxy on this host would ask).
+public_refuses_endpoints() {
+    local label=$1 port=$2 endpoint answer
+    for endpoint in webhook-status webhook-ping; do
+        answer=$(curl -s -o "$work/public.out" -w '%{http_code}' "http://127.0.0.1:$port/$endpoint")
+        expect "$label: the public listener does not serve /$endpoint, even to a local client ($answer)" \
+            sh -c "test '$answer' = 404 && ! grep -q 'stored\\|pong' '$work/public.out'"
+    done
+}
+
 # contract URL SECRET LABEL: every row of the webhook contract over HTTP.
 contract() {
     local url=$1 secret=$2 label=$3
