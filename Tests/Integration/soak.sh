@@ -24,12 +24,14 @@ head -c 1048577 /dev/zero | tr '\0' 'a' >"$work/oversized.json"
 workers() { workers_of "$handler_pid"; }
 rss_kib() { local total=0 pid; for pid in $(workers); do total=$((total + $(memory "$pid" VmRSS))); done; echo "$total"; }
 fds() { local total=0 pid; for pid in $(workers); do total=$((total + $(ls "/proc/$pid/fd" | wc -l))); done; echo "$total"; }
-# no_connections: the workers hold no socket besides those inherited from the supervisor (its listening socket).
+# no_connections: no worker holds a connected socket (state 03 in /proc/net/unix). Each worker also holds the
+# listening socket it inherited and its own unconnected spare (AcceptInterruption); neither is a connection.
 no_connections() {
     local pid
-    test "$(for pid in $(workers); do sockets "$pid"; done | grep -cvxF -e "$(sockets "$handler_pid")")" = 0
+    test "$(for pid in $(workers); do sockets "$pid"; done | grep -cxF -f <(connected_unix_sockets))" = 0
 }
 sockets() { find "/proc/$1/fd" -lname 'socket:*' -printf '%l\n' 2>/dev/null; }
+connected_unix_sockets() { awk 'NR > 1 && $6 == "03" {print "socket:[" $7 "]"}' /proc/net/unix; }
 # quiet LABEL: stops nginx and gives the workers 2 s to drop its kept connections (well within the recipe's
 # keepalive_timeout, after which nginx would have closed them anyway); the fds check counts then.
 quiet() {
