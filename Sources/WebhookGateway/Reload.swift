@@ -65,10 +65,18 @@ public enum Reload {
 
     /// Runs `executable` as this process was run, with ``checkVariable`` set, and waits up to `timeoutSeconds`:
     /// nil if it accepts its configuration, else why not. The listening socket `socket` is left open in it when it
-    /// is fd 0 (where the check looks for a handed-over listener).
+    /// is fd 0 (where the check looks for a handed-over listener). The check's standard error comes back through a
+    /// pipe and is written on by this process: a log (journald) then has its lines under the server's own name,
+    /// which it cannot always give to a process that exits at once; its last line also ends the answer.
     static func check(_ executable: String, socket: Int32, timeoutSeconds: Double = 30) -> String? {
+        var pipe: [Int32] = [-1, -1]
+        guard Glibc.pipe(&pipe) == 0, fcntl(pipe[0], F_SETFD, FD_CLOEXEC) == 0, fcntl(pipe[1], F_SETFD, FD_CLOEXEC) == 0
+        else {
+            return "cannot check the configuration: pipe: \(String(cString: strerror(errno)))"
+        }
         let pid = fork()
         if pid == 0 {
+            _ = dup2(pipe[1], 2)
             setenv(checkVariable, "1", 1)
             unsetenv("WEBHOOK_HOOK_SLOTS_DIR")  // the check makes (and removes) slots of its own
             if socket == 0 { _ = fcntl(0, F_SETFD, 0) }
@@ -78,8 +86,10 @@ public enum Reload {
             Log.write(.error, "cannot execute \(executable): \(String(cString: strerror(failure)))")
             _exit(127)
         }
+        close(pipe[1])
+        defer { close(pipe[0]) }
         guard pid > 0 else { return "cannot check the configuration: fork: \(String(cString: strerror(errno)))" }
-        var status: Int32 = 0
+        var said: [UInt8] = [], status: Int32 = 0
         let deadline = Clock.now() + timeoutSeconds
         while waitpid(pid, &status, WNOHANG) == 0 {
             if Clock.now() > deadline {
@@ -87,10 +97,32 @@ public enum Reload {
                 _ = waitpid(pid, &status, 0)
                 return "the configuration check of \(executable) took over \(Int(timeoutSeconds)) s"
             }
-            var pause = timespec(tv_sec: 0, tv_nsec: 20_000_000)
-            nanosleep(&pause, nil)
+            relay(from: pipe[0], into: &said, waitingMilliseconds: 20)
         }
-        return status == 0 ? nil : "the configuration check of \(executable) \(Signals.describe(waitStatus: status))"
+        relay(from: pipe[0], into: &said, waitingMilliseconds: 0)
+        guard status != 0 else { return nil }
+        let lastLine = String(decoding: said, as: UTF8.self).split(separator: "\n").last.map { ": \(message(of: $0))" }
+        return "the configuration check of \(executable) \(Signals.describe(waitStatus: status))\(lastLine ?? "")"
+    }
+
+    /// What a log line says: its `msg="…"` if it is one of ours (logfmt), else the whole line.
+    static func message(of line: Substring) -> String {
+        guard let start = line.firstRange(of: "msg=\""), let end = line.lastIndex(of: "\""), end > start.upperBound
+        else { return String(line) }
+        return String(line[start.upperBound..<end].replacing("\\\"", with: "\""))
+    }
+
+    /// Copies what the check wrote so far (waiting up to `waitingMilliseconds` for it) to this process's standard
+    /// error, keeping the last 4 KiB in `said`.
+    private static func relay(from fd: Int32, into said: inout [UInt8], waitingMilliseconds: Int32) {
+        var ready = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while poll(&ready, 1, waitingMilliseconds) > 0 {
+            let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            guard count > 0 else { return }
+            _ = chunk.withUnsafeBytes { write(2, $0.baseAddress, count) }
+            said = Array((said + chunk[..<count]).suffix(4096))
+        }
     }
 }
 

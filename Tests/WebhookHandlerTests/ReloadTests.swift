@@ -54,7 +54,9 @@ import Glibc
         let refused = try Self.reload(server)
         #expect(refused.status == 1)
         #expect(refused.stderr.contains("refused the new configuration"))
-        #expect(server.log.contains("SIGHUP: not started again"))
+        #expect(server.log.split(separator: "\n").contains {
+            $0.contains("SIGHUP: not started again") && $0.contains("secret on line 1") && $0.contains("is shorter than 10")
+        }, "the refusal names the check's own reason on its line")
         for _ in 0..<4 { #expect(try server.send(new).status == 200) }
 
         try writeSecret(Self.newSecret + "\n")
