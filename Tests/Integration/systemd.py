@@ -266,7 +266,10 @@ def main():
                and container.value("systemctl is-active webhook-handler") == "active")
         # Not `-u webhook-handler`: journald attributes a line to the unit by the writer's cgroup, which it cannot
         # read once a short-lived control process (copy-secret) has exited, so such a line may carry no unit.
-        journal = container.value("journalctl --no-pager | grep -F 'is shorter than 10 characters'")
+        # journald reads a stream behind the load's own lines (two a delivery): poll for it.
+        said = lambda: container.value("journalctl --no-pager | grep -F 'is shorter than 10 characters'")
+        wait_until(lambda: "copy-secret: the secret on line 1" in said(), seconds=30)
+        journal = said()
         expect("bad reload: the journal says why", "copy-secret: the secret on line 1" in journal, journal[-1500:])
         container.sh("printf '%%s\\n' %s > /etc/webhook-handler/secret" % NEW)
         # The secret above is refused by copy-secret before the server is asked; here the server's own check refuses
@@ -276,7 +279,9 @@ def main():
                      "exec /usr/bin/webhook-handler.real \"$@\"\nEOF\nchmod 755 /usr/bin/webhook-handler")
         load.take()
         refused = container.sh("systemctl reload webhook-handler")
-        journal = container.value("journalctl --no-pager -u webhook-handler | grep -F 'SIGHUP: not started again'")
+        said = lambda: container.value("journalctl --no-pager -u webhook-handler | grep -F 'SIGHUP: not started again'")
+        wait_until(lambda: "this build refuses" in said(), seconds=30)
+        journal = said()
         # The handler's own line names the check, how it ended and the check's own last words (relayed by the server:
         # journald cannot always give a line to the unit once the short-lived process that wrote it has exited).
         expect("bad reload: a build whose configuration check fails makes systemctl reload fail, and the log says why",
