@@ -69,6 +69,7 @@ extension Spool {
     /// What one prune did.
     public struct Pruned: Sendable, Equatable {
         public var removed = 0
+        /// The disk space the removed files took (whole blocks: a 1 KiB payload takes 4 KiB on ext4).
         public var bytes = 0
         /// Files in `cur/` it left (younger than the cut-off, or past `limit`).
         public var kept = 0
@@ -106,7 +107,7 @@ extension Spool {
                 throw SystemError(operation: "remove \(directory)/\(name)", code: errno)
             }
             pruned.removed += 1
-            pruned.bytes += Int(status.st_size)
+            pruned.bytes += Int(status.st_blocks) * 512
             if pruned.removed % Self.pruneBatch == 0 { usleep(10_000) }
         }
         return pruned
@@ -116,8 +117,8 @@ extension Spool {
     public func describe(_ pruned: Pruned, retention: CurRetention) -> String {
         let size = pruned.bytes < 10 << 20 ? "\((pruned.bytes + 1023) / 1024) KiB"
             : "\(CurRetention.number(Double(pruned.bytes) / 1_048_576)) MiB"
-        var line = "spool \(directory): removed \(pruned.removed) files (\(size)) from cur/ "
-            + "stored more than \(retention.description) ago; \(pruned.kept) kept"
+        var line = "spool \(directory): removed \(pruned.removed) files from cur/ stored more than "
+            + "\(retention.description) ago (\(size) of disk); \(pruned.kept) kept"
         if pruned.more { line += ", more to remove at the next prune" }
         return line
     }

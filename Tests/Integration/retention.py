@@ -11,7 +11,7 @@ older than the retention are removed, fresher ones and dot-files kept, new/ and 
 
 Usage: retention.py PATH/TO/webhook-handler [PATH/TO/webhook-forwarder]
 """
-import json, os, signal, socket, subprocess, sys, tempfile, time
+import json, os, re, signal, socket, subprocess, sys, tempfile, time
 
 from checks import Checks, fcgi_request, signed_cgi_environment, wait_until, x_signature
 
@@ -101,9 +101,9 @@ def test_hook_runners(work):
         kept_and_gone("runners", spool)
         expect("runners: the delivery just moved to cur/ is kept", os.path.exists(os.path.join(spool, "cur", answer["id"])))
         line = [text for text in server.text().splitlines() if "from cur/" in text]
-        expect("runners: one log line says what went: 'removed 3 files (1 KiB) from cur/ stored more than 1 day ago; "
-               "1 kept'", len(line) == 1 and "removed 3 files (1 KiB) from cur/ stored more than 1 day ago; 1 kept"
-               in line[0], line)
+        expect("runners: one log line says what went: 'removed 3 files from cur/ stored more than 1 day ago (12 KiB "
+               "of disk); 1 kept'", len(line) == 1 and re.search(r"removed 3 files from cur/ stored more than 1 day ago "
+                                                                 r"\(\d+ KiB of disk\); 1 kept", line[0]), line)
 
         seed(spool, {"cur/old-d": 2})
         status, answer = server.post(b'{"n": 2}')

