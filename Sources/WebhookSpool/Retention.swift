@@ -45,12 +45,11 @@ public struct CurRetention: Sendable, Equatable {
         return retention
     }
 
-    /// `7 days`, `12 hours`, or `forever`.
+    /// `7 days`, `1 day`, `12 hours`, or `forever`.
     public var description: String {
         guard let seconds else { return "forever" }
-        let days = seconds / 86400
-        if days >= 1 { return "\(Self.number(days)) day\(days == 1 ? "" : "s")" }
-        return "\(Self.number(seconds / 3600)) hours"
+        let (count, unit) = seconds >= 86400 ? (Self.number(seconds / 86400), "day") : (Self.number(seconds / 3600), "hour")
+        return "\(count) \(unit)\(count == "1" ? "" : "s")"
     }
 
     /// Whole, or with one decimal.

@@ -41,9 +41,12 @@ struct Forward: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("With --from-cur: a UTC time (2026-12-01T04:00:00Z) or an age (90m, 6h, 2d).",
                                             valueName: "time"))
     var since: String?
-    @Option(name: .long, help: ArgumentHelp("Days cur/ keeps forwarded payloads (the service prunes it every 5 min); 0 or off keeps them forever (default: $WEBHOOK_KEEP_CUR_DAYS, else 7).", valueName: "days"))
+    @Option(name: .long, help: ArgumentHelp("Days cur/ keeps forwarded payloads (the service prunes it every 5 min); 0 or "
+                                            + "off keeps them forever (default: $WEBHOOK_KEEP_CUR_DAYS, else 7).", valueName: "days"))
     var keepCurDays: String?
-    var retention: CurRetention { get throws { do { return try .configured(keepCurDays, named: "--keep-cur-days") } catch { throw ValidationError("\(error)") } } }
+    var retention: CurRetention {
+        get throws { do { return try .configured(keepCurDays, named: "--keep-cur-days") } catch { throw ValidationError("\(error)") } }
+    }
 
     func validate() throws {
         _ = try retention

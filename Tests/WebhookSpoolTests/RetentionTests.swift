@@ -26,6 +26,7 @@ import Testing
         #expect(CurRetention(days: "1")?.description == "1 day")
         #expect(CurRetention(days: "2.5")?.description == "2.5 days")
         #expect(CurRetention(days: "0.5")?.description == "12 hours")
+        #expect(CurRetention(days: "0.042")?.description == "1 hour")
         #expect(CurRetention.forever.description == "forever")
     }
 
