@@ -212,6 +212,7 @@ public struct Forwarder: Sendable {
             let pass = try forwardWaiting(over: connection, reported: &reported)
             if pass.forwarded > 0 { Log.write("forwarded \(pass.forwarded) payloads") }
             metrics?.forwarded(pass, lagSeconds: spool.backlog().oldestSeconds ?? 0)
+            spool.pruneTakenIfDue()  // cur/'s retention (WebhookSpool/Retention.swift)
             let woken = Self.wait(for: [stop, watch], seconds: pollSeconds)
             if woken == watch { Self.drain(watch) }
             return woken != stop

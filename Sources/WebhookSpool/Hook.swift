@@ -229,7 +229,8 @@ extension Hook {
     /// finds none. While some wait for a later attempt, one runner (the holder of `.hook-slots/timer`) stays,
     /// sleeping until the earliest is due or a payload arrives in `new/`: retries need no cron. Then it gives the
     /// slot back — and looks once more, because a payload stored just before that found every slot taken and
-    /// counted on this runner. A runner ends when `new/` is gone too (its spool was removed).
+    /// counted on this runner. In between it prunes `cur/` if that is due (``Spool/pruneTakenIfDue()``). A runner
+    /// ends when `new/` is gone too (its spool was removed).
     func drain(_ spool: Spool, holding slot: Int32, of slots: HookSlots) {
         var slot = slot
         var timer: Int32 = -1, arrivals: Int32 = -1
@@ -255,6 +256,7 @@ extension Hook {
                 }
             }
             close(slot)
+            while spool.pruneTakenIfDue() {}  // cur/'s retention, holding no slot: no payload waits for it
             let now = wallClock()
             let pending = ids.contains { spool.hookIsDue($0, base: backoffSeconds, now: now) && spool.isFree($0) }
             guard pending, let again = slots.tryAcquire() else { return }

@@ -9,7 +9,8 @@ import Glibc
 /// that no worker touches file-system metadata while a sender waits: it reads each slot's durable records past
 /// what it has named, names them, and starts a hook runner when it named any. It sleeps on the journal board until
 /// a worker publishes a record. Nothing depends on it for durability: a worker names whatever is left at its
-/// checkpoint, and recovery names what a crash left.
+/// checkpoint, and recovery names what a crash left. When idle it also prunes `cur/` (``Spool/pruneTakenIfDue()``),
+/// whoever moves payloads there.
 package struct Namer {
     /// How `ps` shows it.
     package static let processName = "webhook-namer"
@@ -31,6 +32,7 @@ package struct Namer {
         var log: Int32 = -1
         defer { if log >= 0 { close(log) } }
         var failing = false
+        var nextPrune = 0.0
         while true {
             if log < 0 { log = open(Journal.path(of: spool), O_RDWR | O_CLOEXEC | O_NOFOLLOW) }
             let (named, failure) = log >= 0 ? nameWaiting(in: log) : (0, nil)
@@ -45,7 +47,9 @@ package struct Namer {
             counters?.namerPass(failed: failing)
             var pending = pollfd(fd: stop, events: Int16(POLLIN), revents: 0)
             if poll(&pending, 1, failing ? 1000 : 0) > 0 { return 0 }
-            if named == 0 && !failing { board.namerSleep(microseconds: 200_000) }
+            guard named == 0 && !failing else { continue }
+            if Clock.now() >= nextPrune { nextPrune = spool.pruneTakenIfDue() ? 0 : Clock.now() + 60 }  // cur/'s retention
+            board.namerSleep(microseconds: 200_000)
         }
     }
 

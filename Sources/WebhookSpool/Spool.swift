@@ -10,7 +10,7 @@ import Glibc
 /// file is safely on disk does the sender get its 200.
 ///
 ///     DIR/new/  complete payloads waiting for a consumer, named by their id (below)
-///     DIR/cur/  where a consumer moves a payload it has handled (or it deletes it)
+///     DIR/cur/  where a consumer moves a payload it has handled (or it deletes it); kept ``takenRetention``
 ///     DIR/tmp/  kept empty, for maildir readers that expect it
 ///     DIR/.hook-failed/ID  the last failure of the hook on new/ID (`spool retry` runs it again)
 ///     DIR/.journal/log  FastCGI workers' write-ahead log (``Journal``): their payloads are durable there before
@@ -39,6 +39,9 @@ public struct Spool: Sendable {
 
     /// FastCGI workers store through a ``Journal`` (on by default); off, each payload is synced on its own.
     public let journaled: Bool
+
+    /// How long `cur/` keeps what consumers moved there (``CurRetention``; pruned by the services that fill it).
+    public var takenRetention = CurRetention.default
 
     public init(directory: String, groupReadable: Bool = false, journaled: Bool = true) {
         self.directory = directory.count > 1 && directory.hasSuffix("/") ? String(directory.dropLast()) : directory

@@ -41,8 +41,15 @@ struct Forward: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("With --from-cur: a UTC time (2026-12-01T04:00:00Z) or an age (90m, 6h, 2d).",
                                             valueName: "time"))
     var since: String?
+    @Option(name: .long, help: ArgumentHelp("Days cur/ keeps forwarded payloads (the service prunes it every 5 min); 0 or "
+                                            + "off keeps them forever (default: $WEBHOOK_KEEP_CUR_DAYS, else 7).", valueName: "days"))
+    var keepCurDays: String?
+    var retention: CurRetention {
+        get throws { do { return try .configured(keepCurDays, named: "--keep-cur-days") } catch { throw ValidationError("\(error)") } }
+    }
 
     func validate() throws {
+        _ = try retention
         if fromCur && since.flatMap(Self.epochSeconds) == nil {
             throw ValidationError("--from-cur needs --since TIME (2026-12-01T04:00:00Z) or an age (90m, 6h, 2d)")
         }
@@ -52,7 +59,9 @@ struct Forward: ParsableCommand {
         guard let directory = spoolDir ?? getenv("WEBHOOK_SPOOL_DIR").map({ String(cString: $0) }), !directory.isEmpty else {
             throw ValidationError("name the spool with --spool-dir or WEBHOOK_SPOOL_DIR")
         }
-        var forwarder = Forwarder(spool: Spool(directory: directory), databaseURL: database.url,
+        var spool = Spool(directory: directory)
+        spool.takenRetention = try retention
+        var forwarder = Forwarder(spool: spool, databaseURL: database.url,
                                   host: hostName ?? Self.hostName(), batchSize: batchSize, batchBytes: batchBytes)
         forwarder.metrics = ForwarderMetrics.from(option: metrics.metricsFile)
         if !once && !fromCur {

@@ -17,11 +17,18 @@ enum Settings {
     static let journalVariable = "WEBHOOK_SPOOL_JOURNAL"
 
     /// The spool named by `directory`, else by `WEBHOOK_SPOOL_DIR`; nil when neither names one.
-    static func spool(directory: String?, groupReadable: Bool = false, journaled: Bool = true) -> Spool? {
+    /// `cur/` is kept for `retention`, else `WEBHOOK_KEEP_CUR_DAYS` (a bad value: 7 days, and a warning, as a CGI
+    /// has no command line to refuse).
+    static func spool(directory: String?, groupReadable: Bool = false, journaled: Bool = true,
+                      retention: CurRetention? = nil) -> Spool? {
         guard let directory = directory ?? environment(spoolVariable), !directory.isEmpty else { return nil }
         let readable = groupReadable || ["1", "true", "yes"].contains(environment(groupReadableVariable) ?? "")
         let journal = journaled && !["0", "off", "false", "no"].contains(environment(journalVariable) ?? "")
-        return Spool(directory: directory, groupReadable: readable, journaled: journal)
+        var spool = Spool(directory: directory, groupReadable: readable, journaled: journal)
+        do { spool.takenRetention = try retention ?? CurRetention.configured(nil, named: "") } catch {
+            Log.write(.warning, "\(error); keeping cur/ \(CurRetention.default.description)")
+        }
+        return spool
     }
 
     /// The hook named by `command`, else by `WEBHOOK_EXEC`; nil when neither names one.

@@ -51,6 +51,22 @@ struct HookOptions: ParsableArguments {
     }
 }
 
+/// How long `cur/` keeps handled payloads: `serve`'s hook runners and namer prune it (docs/spool.md, Retention).
+struct RetentionOptions: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp(
+        "Days cur/ keeps the payloads consumers moved there, counted from when each was stored; 0 or off keeps them forever (default: $WEBHOOK_KEEP_CUR_DAYS, else 7).",
+        valueName: "days"))
+    var keepCurDays: String?
+
+    func validate() throws { _ = try retention() }
+    func retention() throws -> CurRetention { try curRetention(keepCurDays, named: "--keep-cur-days") }
+}
+
+/// ``CurRetention/configured(_:named:)``, its error the command line's.
+func curRetention(_ option: String?, named name: String) throws -> CurRetention {
+    do { return try CurRetention.configured(option, named: name) } catch { throw ValidationError(error.description) }
+}
+
 /// Shows what waits in the spool.
 struct SpoolCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -60,7 +76,7 @@ struct SpoolCommand: ParsableCommand {
             Consumers take files from new/, process them, then move them to cur/ (keeping the name) or delete
             them. Each file is one JSON envelope line, then the body's bytes exactly as received.
             """,
-        subcommands: [List.self, Stats.self, Retry.self, Recover.self],
+        subcommands: [List.self, Stats.self, Retry.self, Recover.self, Prune.self],
         defaultSubcommand: Stats.self
     )
 
@@ -128,6 +144,44 @@ struct SpoolCommand: ParsableCommand {
         func run() throws {
             let named = try options.requiredSpool().recoverJournal()
             print("recovered \(named) payloads into new/")
+        }
+    }
+
+    struct Prune: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Remove the payloads in cur/ stored more than N days ago (the services do it by themselves).",
+            discussion: """
+                cur/ remembers what was handled: a replayed delivery found
+                there is answered as a duplicate, not handled again, and
+                webhook-forwarder forward --from-cur --since re-inserts from
+                it. The handler's hook runners and FastCGI namer, and
+                webhook-forwarder forward, prune it by themselves every 5
+                minutes (--keep-cur-days, WEBHOOK_KEEP_CUR_DAYS, default 7);
+                this does it now, for a consumer of your own that moves files
+                to cur/ (cron). Only regular files in cur/, by modification
+                time (when the payload was stored); never new/ or tmp/.
+                """)
+        @OptionGroup var options: SpoolOptions
+        @Option(name: .long, help: ArgumentHelp(
+            "Age in days (fractions allowed, at least 0.042: one hour) (default: $WEBHOOK_KEEP_CUR_DAYS, else 7).",
+            valueName: "days"))
+        var olderThan: String?
+
+        func validate() throws { _ = try curRetention(olderThan, named: "--older-than") }
+
+        func run() throws {
+            let spool = try options.requiredSpool()
+            let retention = try curRetention(olderThan, named: "--older-than")
+            guard let age = retention.seconds else {
+                print("\(CurRetention.variable) keeps cur/ forever: nothing removed (name an age with --older-than DAYS)")
+                return
+            }
+            do {
+                print(spool.describe(try spool.pruneTaken(olderThan: age), retention: retention))
+            } catch {
+                Log.write(.error, "cannot prune \(spool.path("cur")): \(error)")
+                throw ExitCode(1)
+            }
         }
     }
 

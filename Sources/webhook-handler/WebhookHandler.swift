@@ -33,6 +33,7 @@ struct WebhookHandler: ParsableCommand {
               WEBHOOK_SPOOL_DIR       keep verified payloads here before answering 200
               WEBHOOK_SPOOL_GROUP_READABLE=1  spool files 0640, directories 0750
               WEBHOOK_SPOOL_JOURNAL=off  FastCGI: a sync per payload file, no journal
+              WEBHOOK_KEEP_CUR_DAYS   days cur/ keeps handled payloads (7; 0 or off: forever)
               WEBHOOK_EXEC            hand each verified payload to this command
               WEBHOOK_EXEC_TIMEOUT, WEBHOOK_EXEC_CONCURRENCY  its limits
               WEBHOOK_EXEC_MAX_ATTEMPTS, WEBHOOK_EXEC_BACKOFF  its retries (docs/hooks.md)
@@ -120,6 +121,7 @@ struct Serve: ParsableCommand {
 
     @OptionGroup var spoolOptions: SpoolOptions
     @OptionGroup var hookOptions: HookOptions
+    @OptionGroup var retentionOptions: RetentionOptions
 
     func validate() throws {
         guard (workers ?? 1) >= 1 else { throw ValidationError("--workers must be at least 1") }
@@ -180,7 +182,7 @@ struct Serve: ParsableCommand {
             Log.write(.info, "senders from \(directory): \(names.isEmpty ? "none" : names)")
         }
         let spool = Settings.spool(directory: spoolOptions.spoolDir, groupReadable: spoolOptions.spoolGroupReadable,
-                                   journaled: !spoolOptions.noSpoolJournal)
+                                   journaled: !spoolOptions.noSpoolJournal, retention: try retentionOptions.retention())
         if let spool {
             do {
                 try spool.prepare()
