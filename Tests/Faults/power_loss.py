@@ -381,8 +381,10 @@ def test_namer_hold(work):
     tracer.terminate()
     tracer.wait()
     expect("namer hold: the idle checkpoint ran (the slot has no record left)", sf.journal_records(spool) == [])
-    expect("namer hold: the checkpoint waited %.2f s for the naming lock (at most 64 names of 40 ms)" % longest,
-           longest < 4.0)
+    # 64 names of 40 ms hold the lock 2.56 s; ptrace stops on each of the namer's system calls add to that under
+    # load (4.27 s seen at load 4). Holding it for the whole backlog would take 300 x 40 ms = 12 s.
+    expect("namer hold: the checkpoint waited %.2f s for the naming lock (64 names of 40 ms, not all 300)" % longest,
+           longest < 6.0)
     expect("namer hold: every payload named", all(os.path.exists(os.path.join(spool, "new", i)) for i in ids))
     expect("namer hold: clean stop", server.stop() == 0)
 
