@@ -166,7 +166,9 @@ public struct Forwarder: Sendable {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
-        guard let content = readAll(fd), let newline = content.firstIndex(of: UInt8(ascii: "\n")),
+        var status = stat()  // read at its size: no 64 KiB scratch buffer to clear per file
+        guard fstat(fd, &status) == 0, let content = readAll(fd, limit: Int(status.st_size) + 1),
+              let newline = content.firstIndex(of: UInt8(ascii: "\n")),
               let envelope = try? JSONDecoder().decode(Envelope.self, from: Data(content[..<newline])),
               content.count - newline - 1 == envelope.length
         else { return nil }

@@ -546,6 +546,41 @@ def test_lease_lost(work, pg):
            gone and not left and took < 3 and "before its lease runs out" in said and code == 0, said[-300:])
 
 
+def test_pipelined_commits(work, pg):
+    """#19 (forward >= 0.5x COPY): forward pipelines its batches (batch N+1 is read from the spool while N runs and
+    commits), and a file still leaves new/ only after its batch's commit returned. Forced: batch 3's commit is held
+    (a deferred trigger sleeps in it) and its session is terminated meanwhile, so that commit never happens."""
+    url = pg.database("pipelined")
+    run("migrate", "--database-url", url)
+    spool = os.path.join(work, "pipelined")
+    ids = sorted(spool_of(spool, 2000, size=200, tag="pipelined"))  # the forwarder takes new/ in name order
+    pg.sql("CREATE FUNCTION hold_commit() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN PERFORM pg_sleep(60); RETURN NULL; "
+           "END$$; CREATE CONSTRAINT TRIGGER hold_commit AFTER INSERT ON webhook_payloads DEFERRABLE INITIALLY DEFERRED "
+           "FOR EACH ROW WHEN (NEW.id = '%s') EXECUTE FUNCTION hold_commit()" % ids[1200], url)
+    log_path = os.path.join(work, "pipelined.log")
+    process = subprocess.Popen([FORWARDER, "forward", "--once", "--spool-dir", spool, "--database-url", url,
+                                "--batch-size", "500"], stdout=open(log_path, "ab"), stderr=subprocess.STDOUT)
+    sleeping = "FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND datname = 'pipelined'"
+    held = wait_until(lambda: pg.sql("SELECT count(*) " + sleeping) == "1", seconds=30)
+    time.sleep(1)  # whatever the forwarder does before batch 3's commit returns, it has done by now
+    moved_early = sorted(set(os.listdir(os.path.join(spool, "cur"))) - set(ids[:1000]))
+    pg.sql("SELECT pg_terminate_backend(pid) " + sleeping)
+    if not held:
+        process.kill()
+    process.wait(timeout=60)
+    rows = set(pg.sql("SELECT id FROM webhook_payloads", url).split())
+    cur = set(os.listdir(os.path.join(spool, "cur")))
+    expect("pipelined batches: batch 3's commit held then lost, the run fails (exit %s); only batches 1-2 (%d files) "
+           "left new/, each with its row; batch 3's files were not moved early (%d were)"
+           % (process.returncode, len(cur), len(moved_early)),
+           held and process.returncode == 1 and not moved_early and cur == set(ids[:1000]) and rows == cur
+           and len(new_files(spool)) == 1000, open(log_path).read()[-300:])
+    pg.sql("DROP TRIGGER hold_commit ON webhook_payloads", url)
+    again = forward(spool, url)
+    expect("pipelined batches: run again, the other 1000 arrive (%s)" % again.stdout.strip(),
+           again.returncode == 0 and pg.sql("SELECT count(*) FROM webhook_payloads", url) == "2000" and not new_files(spool))
+
+
 def test_lease_token(work, pg):
     """#19.2: a lease is a token drawn at each take, not (id, attempts), which repeats once `retry` resets attempts.
     Forced: consumer A is stopped (SIGSTOP) while its command runs, past its lease; meanwhile B takes the payload and
@@ -660,7 +695,7 @@ def main():
             for test in (test_two_hosts_and_an_outage, test_crashes, test_service, test_consumers, test_failover,
                          test_once_and_hooks, test_purge, test_schema_and_roles, test_listing_once, test_timeouts,
                          test_session_settings, test_secrets, test_spool_errors, test_leases, test_lease_lost,
-                         test_lease_token, test_attempts, test_batches, test_million):
+                         test_lease_token, test_attempts, test_batches, test_pipelined_commits, test_million):
                 if only and test.__name__ not in only:
                     continue
                 try:
