@@ -61,11 +61,14 @@ public struct Forwarder: Sendable {
     ///
     /// Pipelined, so that the server's work overlaps this process's: batch N's statement is sent and runs (insert,
     /// then its own transaction's synchronous commit) while batch N+1 is read from the spool; then N's result is
-    /// read to its end (the commit returned), N+1 is sent, and only then are N's files moved to `cur/`.
+    /// read to its end (the commit returned), N+1 is sent, and only then are N's files moved to `cur/` (by a
+    /// ``Mover`` thread, while this one reads N+2).
     func forwardWaiting(over connection: PostgresConnection, reported: inout Set<String>) throws(PostgresError) -> Pass {
         var pass = Pass()
         var batch: [Item] = [], bytes = 0
         var underWay: [Item]?  // sent, its result not yet read
+        let mover = Mover(spool: spool)
+        defer { mover.finish() }
         func flush() throws(PostgresError) {
             var committed: [Item] = []
             if let sent = underWay {
@@ -82,9 +85,7 @@ public struct Forwarder: Sendable {
                 }
             }
             defer {  // even if the next batch cannot be sent: these are committed
-                for item in committed where !spool.markTaken(item.id) {
-                    Log.write(.warning, "forwarded \(item.id) but could not move it to cur/: \(String(cString: strerror(errno)))")
-                }
+                if !committed.isEmpty { mover.move(committed.map(\.id)) }
                 pass.forwarded += committed.count
             }
             if !batch.isEmpty {
