@@ -95,8 +95,9 @@ public struct Forwarder: Sendable {
                 bytes = 0
             }
         }
+        let decoder = JSONDecoder()
         for id in try waiting() {
-            switch Self.item(at: spool.path("new", id)) {
+            switch Self.item(at: spool.path("new", id), decoder: decoder) {
             case .some(let item):
                 if !batch.isEmpty && bytes + item.body.count > batchBytes { try flush() }
                 batch.append(item)
@@ -163,14 +164,14 @@ public struct Forwarder: Sendable {
     }
 
     /// A spool file's envelope and body, or nil if it is gone, unreadable or shorter than its envelope says.
-    static func item(at path: String) -> Item? {
+    static func item(at path: String, decoder: JSONDecoder = JSONDecoder()) -> Item? {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
         var status = stat()  // read at its size: no 64 KiB scratch buffer to clear per file
         guard fstat(fd, &status) == 0, let content = readAll(fd, limit: Int(status.st_size) + 1),
               let newline = content.firstIndex(of: UInt8(ascii: "\n")),
-              let envelope = try? JSONDecoder().decode(Envelope.self, from: Data(content[..<newline])),
+              let envelope = try? decoder.decode(Envelope.self, from: Data(content[..<newline])),
               content.count - newline - 1 == envelope.length
         else { return nil }
         return (envelope.id, envelope, Array(content[(newline + 1)...]))
