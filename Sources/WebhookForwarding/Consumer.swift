@@ -12,7 +12,7 @@ import Glibc
 ///    `webhook_payloads_take`: a million-row backlog costs each take one index probe, not a sort);
 /// 2. run the command (``Hook``'s guard: nothing of it outlives this consumer), renewing the lease every
 ///    `renewSeconds` while it runs, so a payload is never run twice at once while its consumer lives;
-/// 3. record the outcome, if the lease is still ours (`attempts` unchanged): done; or failed for now, available
+/// 3. record the outcome, if the lease is still ours (its token, drawn at the take, unchanged): done; or failed for now, available
 ///    again after a backoff with jitter; or **failed** for good after `maxAttempts`, or at once when the command
 ///    exits with ``Hook/giveUpStatus`` (65, as the handler's hook runners), every attempt's error kept in `errors`.
 ///
@@ -64,31 +64,35 @@ public struct Consumer: Sendable {
         let envelope: Envelope
         let body: [UInt8]
         let attempt: Int
+        /// Drawn at the take (a random UUID): renewals and the outcome act only while the row still holds it.
+        /// The attempt number alone repeats once `retry` resets it.
+        let lease: String
     }
 
     static let take = """
         UPDATE webhook_payloads SET available_at = now() + make_interval(secs => $1::float8),
-            lease_until = now() + make_interval(secs => $1::float8), attempts = attempts + 1
+            lease_until = now() + make_interval(secs => $1::float8), attempts = attempts + 1, lease = gen_random_uuid()
         WHERE id = (SELECT id FROM webhook_payloads WHERE state = 'pending' AND available_at <= now()
                     ORDER BY available_at, id LIMIT 1 FOR UPDATE SKIP LOCKED)
         RETURNING id, body, to_char(received AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'), remote_addr,
-                  content_type, sender, scheme, attempts::text
+                  content_type, sender, scheme, attempts::text, lease::text
         """
 
     func takeOne(_ connection: PostgresConnection) throws(PostgresError) -> Taken? {
         guard let row = try connection.execute(Self.take, [.text(String(leaseSeconds))]).first else { return nil }
-        guard let id = row.text(0), let body = row[1], let attempt = row.int(7) else {
+        guard let id = row.text(0), let body = row[1], let attempt = row.int(7), let lease = row.text(8) else {
             throw PostgresError("unexpected row from webhook_payloads")
         }
         let envelope = Envelope(body: body, id: id, received: row.text(2) ?? "", remoteAddress: row.text(3),
                                 contentType: row.text(4), sender: row.text(5), scheme: row.text(6))
-        return Taken(envelope: envelope, body: body, attempt: attempt)
+        return Taken(envelope: envelope, body: body, attempt: attempt, lease: lease)
     }
 
     /// Runs the command on `taken`, renewing the lease meanwhile, and records the outcome.
     func handle(_ taken: Taken, on connection: PostgresConnection) throws(PostgresError) -> Bool {
         let id = taken.envelope.id
-        let key: [PostgresValue] = [.text(id), .text(String(taken.attempt))]
+        // The attempt too: a consumer of schema version 2 takes without drawing a token.
+        let key: [PostgresValue] = [.text(id), .text(String(taken.attempt)), .text(taken.lease)]
         let hook = Hook(command: command, timeoutSeconds: timeoutSeconds)
         var confirmed = Clock.now()  // when the lease was last known to be ours for `leaseSeconds` more
         let result = CommandRun(hook: hook, body: taken.body, envelope: taken.envelope, attempt: taken.attempt)
@@ -96,9 +100,9 @@ public struct Consumer: Sendable {
             let asked = Clock.now()
             do throws(PostgresError) {
                 let renewed = try connection.execute("""
-                    UPDATE webhook_payloads SET available_at = now() + make_interval(secs => $3::float8),
-                        lease_until = now() + make_interval(secs => $3::float8)
-                    WHERE id = $1 AND attempts = $2 AND state = 'pending'
+                    UPDATE webhook_payloads SET available_at = now() + make_interval(secs => $4::float8),
+                        lease_until = now() + make_interval(secs => $4::float8)
+                    WHERE id = $1 AND attempts = $2 AND lease = $3::uuid AND state = 'pending'
                     """, key + [.text(String(leaseSeconds))]).affected
                 if renewed > 0 { confirmed = asked; return true }
                 Log.write(.warning, "\(id) attempt \(taken.attempt): the lease was lost while the command ran; stopping it")
@@ -117,7 +121,7 @@ public struct Consumer: Sendable {
             verdict = "done"
             updated = try connection.execute("""
                 UPDATE webhook_payloads SET state = 'done', done_at = now(), lease_until = NULL, last_error = NULL
-                WHERE id = $1 AND attempts = $2 AND state = 'pending'
+                WHERE id = $1 AND attempts = $2 AND lease = $3::uuid AND state = 'pending'
                 """, key).affected
         } else {
             let final = gaveUp || taken.attempt >= maxAttempts
@@ -125,12 +129,12 @@ public struct Consumer: Sendable {
             verdict = gaveUp ? "failed: the command gave up on it (exit \(Hook.giveUpStatus))"
                 : final ? "failed after \(taken.attempt) attempts" : "will be tried again in \(Int(pause))s"
             updated = try connection.execute("""
-                UPDATE webhook_payloads SET lease_until = NULL, last_error = $3,
-                    errors = errors || jsonb_build_array(jsonb_build_object('attempt', $2::int, 'at', now(), 'error', $3::text)),
-                    available_at = now() + make_interval(secs => $4::float8),
-                    state = CASE WHEN $5::boolean THEN 'failed' ELSE 'pending' END,
-                    failed_at = CASE WHEN $5::boolean THEN now() END
-                WHERE id = $1 AND attempts = $2 AND state = 'pending'
+                UPDATE webhook_payloads SET lease_until = NULL, last_error = $4,
+                    errors = errors || jsonb_build_array(jsonb_build_object('attempt', $2::int, 'at', now(), 'error', $4::text)),
+                    available_at = now() + make_interval(secs => $5::float8),
+                    state = CASE WHEN $6::boolean THEN 'failed' ELSE 'pending' END,
+                    failed_at = CASE WHEN $6::boolean THEN now() END
+                WHERE id = $1 AND attempts = $2 AND lease = $3::uuid AND state = 'pending'
                 """, key + [.text(result.summary), .text(String(pause)), .text(String(final))]).affected
         }
         let lost = updated == 0 ? " (its lease had run out: another consumer has it now)" : ""

@@ -30,9 +30,32 @@ public struct PostgresError: Error, CustomStringConvertible, Sendable {
 /// A parameter bound to a statement: never spliced into SQL text.
 enum PostgresValue {
     case text(String)
-    /// Sent in binary format (for `bytea`): the bytes exactly.
+    /// Sent in binary format (for `bytea`, or an ``array(_:of:)``): the bytes exactly.
     case bytes([UInt8])
     case null
+
+    /// PostgreSQL's type ids of the arrays' elements.
+    enum Element: UInt32 {
+        case bytea = 17
+        case text = 25
+    }
+
+    /// A one-dimensional array in PostgreSQL's binary format (what `array_recv` reads): a whole batch's column as
+    /// one parameter, for `unnest($1::text[], …)`. Every number is big-endian; a NULL element has length -1.
+    static func array(_ elements: [[UInt8]?], of element: Element) -> PostgresValue {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(20 + elements.reduce(0) { $0 + 4 + ($1?.count ?? 0) })
+        func append(_ value: Int32) { withUnsafeBytes(of: value.bigEndian) { bytes += $0 } }
+        let hasNull = elements.contains { $0 == nil }
+        for header in [1, hasNull ? 1 : 0, Int32(bitPattern: element.rawValue), Int32(elements.count), 1] as [Int32] {
+            append(header)  // dimensions, has-nulls, element type, length, lower bound
+        }
+        for element in elements {
+            append(element.map { Int32($0.count) } ?? -1)
+            if let element { bytes += element }
+        }
+        return .bytes(bytes)
+    }
 }
 
 /// What a statement returned. Columns arrive in binary format (so a role's `bytea_output` cannot change a body):
@@ -90,8 +113,9 @@ final class PostgresConnection {
         return try receive()
     }
 
-    /// Sends a statement without waiting for its result (``receive()`` reads it).
-    private func send(_ sql: String, _ parameters: [PostgresValue]) throws(PostgresError) {
+    /// Sends a statement without waiting for its result: the caller may work meanwhile (the server runs it), but
+    /// must call ``receive()`` before anything else is sent on this connection.
+    func send(_ sql: String, _ parameters: [PostgresValue]) throws(PostgresError) {
         let copies: [UnsafeMutablePointer<CChar>?] = parameters.map { value in
             switch value {
             case .text(let text): return strdup(text)
@@ -124,8 +148,10 @@ final class PostgresConnection {
         }
     }
 
-    /// Reads the results of the statement sent last; the first error among them is thrown.
-    private func receive() throws(PostgresError) -> PostgresRows {
+    /// Reads the results of the statement sent last, to the end (after its implicit transaction's commit, when it
+    /// ran outside `BEGIN`); the first error among them is thrown.
+    @discardableResult
+    func receive() throws(PostgresError) -> PostgresRows {
         var rows: [[[UInt8]?]] = []
         var affected = 0
         var error: PostgresError?

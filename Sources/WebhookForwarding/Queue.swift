@@ -25,7 +25,7 @@ public enum Queue {
         return try connection.transaction { () throws(PostgresError) in
             let count = try connection.execute("""
                 UPDATE webhook_payloads SET state = 'pending', attempts = 0, available_at = now(), lease_until = NULL,
-                    failed_at = NULL
+                    lease = NULL, failed_at = NULL
                 WHERE state = 'failed' AND ($1::text IS NULL OR id = ANY (string_to_array($1::text, ',')))
                 """, [ids.map { .text($0.joined(separator: ",")) } ?? .null]).affected
             try connection.execute("SELECT pg_notify($1, '')", [.text(Schema.channel)])

@@ -47,6 +47,11 @@ public enum Schema {
             "CREATE INDEX webhook_payloads_done ON webhook_payloads (done_at) WHERE state = 'done'",
             "CREATE INDEX webhook_payloads_failed ON webhook_payloads (failed_at) WHERE state = 'failed'",
         ]),
+        // (id, attempts) repeats once `retry` resets attempts: a consumer that lost its lease could renew or
+        // complete a later one. Each take now draws a token that never repeats, and only its holder acts.
+        (3, "a lease token drawn at each take", [
+            "ALTER TABLE webhook_payloads ADD COLUMN lease uuid",
+        ]),
     ]
     static var latest: Int { migrations.last!.version }
 

@@ -282,8 +282,8 @@ def test_schema_and_roles(work, pg):
     first, again = run("migrate", "--database-url", url), run("migrate", "--database-url", url)
     expect("migrate: creates the schema, versioned (%s), and a second run does nothing (%s)"
            % (first.stdout.strip(), again.stdout.strip()),
-           first.returncode == 0 and "applied migrations 1, 2" in first.stdout and "up to date" in again.stdout
-           and pg.sql("SELECT string_agg(version::text, ',' ORDER BY version) FROM webhook_forwarder_migrations", url) == "1,2",
+           first.returncode == 0 and "applied migrations 1, 2, 3" in first.stdout and "up to date" in again.stdout
+           and pg.sql("SELECT string_agg(version::text, ',' ORDER BY version) FROM webhook_forwarder_migrations", url) == "1,2,3",
            first.stderr + again.stderr)
     grants = re.findall(r"^    (GRANT .*;|CREATE ROLE .*;)$", open(os.path.join(ROOT, "docs", "forwarder.md")).read(), re.M)
     for grant in grants:
@@ -546,6 +546,80 @@ def test_lease_lost(work, pg):
            gone and not left and took < 3 and "before its lease runs out" in said and code == 0, said[-300:])
 
 
+def test_pipelined_commits(work, pg):
+    """#19 (forward >= 0.5x COPY): forward pipelines its batches (batch N+1 is read from the spool while N runs and
+    commits), and a file still leaves new/ only after its batch's commit returned. Forced: batch 3's commit is held
+    (a deferred trigger sleeps in it) and its session is terminated meanwhile, so that commit never happens."""
+    url = pg.database("pipelined")
+    run("migrate", "--database-url", url)
+    spool = os.path.join(work, "pipelined")
+    ids = sorted(spool_of(spool, 2000, size=200, tag="pipelined"))  # the forwarder takes new/ in name order
+    pg.sql("CREATE FUNCTION hold_commit() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN PERFORM pg_sleep(60); RETURN NULL; "
+           "END$$; CREATE CONSTRAINT TRIGGER hold_commit AFTER INSERT ON webhook_payloads DEFERRABLE INITIALLY DEFERRED "
+           "FOR EACH ROW WHEN (NEW.id = '%s') EXECUTE FUNCTION hold_commit()" % ids[1200], url)
+    log_path = os.path.join(work, "pipelined.log")
+    process = subprocess.Popen([FORWARDER, "forward", "--once", "--spool-dir", spool, "--database-url", url,
+                                "--batch-size", "500"], stdout=open(log_path, "ab"), stderr=subprocess.STDOUT)
+    sleeping = "FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND datname = 'pipelined'"
+    held = wait_until(lambda: pg.sql("SELECT count(*) " + sleeping) == "1", seconds=30)
+    time.sleep(1)  # whatever the forwarder does before batch 3's commit returns, it has done by now
+    moved_early = sorted(set(os.listdir(os.path.join(spool, "cur"))) - set(ids[:1000]))
+    pg.sql("SELECT pg_terminate_backend(pid) " + sleeping)
+    if not held:
+        process.kill()
+    process.wait(timeout=60)
+    rows = set(pg.sql("SELECT id FROM webhook_payloads", url).split())
+    cur = set(os.listdir(os.path.join(spool, "cur")))
+    expect("pipelined batches: batch 3's commit held then lost, the run fails (exit %s); only batches 1-2 (%d files) "
+           "left new/, each with its row; batch 3's files were not moved early (%d were)"
+           % (process.returncode, len(cur), len(moved_early)),
+           held and process.returncode == 1 and not moved_early and cur == set(ids[:1000]) and rows == cur
+           and len(new_files(spool)) == 1000, open(log_path).read()[-300:])
+    pg.sql("DROP TRIGGER hold_commit ON webhook_payloads", url)
+    again = forward(spool, url)
+    expect("pipelined batches: run again, the other 1000 arrive (%s)" % again.stdout.strip(),
+           again.returncode == 0 and pg.sql("SELECT count(*) FROM webhook_payloads", url) == "2000" and not new_files(spool))
+
+
+def test_lease_token(work, pg):
+    """#19.2: a lease is a token drawn at each take, not (id, attempts), which repeats once `retry` resets attempts.
+    Forced: consumer A is stopped (SIGSTOP) while its command runs, past its lease; meanwhile B takes the payload and
+    gives up on it (exit 65), `retry` sends it back, and C takes it again (attempt 1 again, as A's) and runs a long
+    command. A's command ends while A is stopped; on SIGCONT A must see its lease gone, not complete C's."""
+    run("migrate", "--database-url", pg.url)
+    pg.sql("DELETE FROM webhook_payloads")
+    spool = os.path.join(work, "lease-token")
+    deliver(spool, payload(1, "lease token"))
+    forward(spool, pg.url)
+    ident = pg.sql("SELECT id FROM webhook_payloads")
+    started = os.path.join(work, "lease-token-started")
+    first = start_consumer(work, pg, "lease-token-a", "cat > /dev/null; echo a >> %s; sleep 2" % started, "3")
+    wait_until(lambda: os.path.exists(started), seconds=10)
+    os.kill(first.pid, signal.SIGSTOP)
+    state = lambda: pg.sql("SELECT state || ' ' || attempts FROM webhook_payloads")
+    expired = wait_until(lambda: pg.sql("SELECT (available_at < now())::text FROM webhook_payloads") == "true", seconds=10)
+    gave_up = run("consume", "--once", "--database-url", pg.url, "--exec", "cat > /dev/null; exit 65")
+    after_b = state()
+    back = run("retry", ident, "--database-url", pg.url)
+    third = start_consumer(work, pg, "lease-token-c", "cat > /dev/null; echo c >> %s; sleep 6" % started, "3")
+    taken = wait_until(lambda: open(started).read().split() == ["a", "c"], seconds=10)
+    time.sleep(2.5)  # A's command has ended by now
+    os.kill(first.pid, signal.SIGCONT)
+    time.sleep(2)  # A records its outcome (or, with the old key, C's)
+    while_c_runs = state()
+    finished = wait_until(lambda: state() == "done 1", seconds=15)
+    for consumer in (first, third):
+        consumer.send_signal(signal.SIGTERM)
+    codes = [consumer.wait(timeout=30) for consumer in (first, third)]
+    said = open(os.path.join(work, "lease-token-a.log")).read()
+    expect("a retried payload: B gave up (%s), retry sent it back (%s), C took it as attempt 1 again"
+           % (after_b, back.stdout.strip()), expired and after_b == "failed 2"
+           and back.returncode == 0 and taken, gave_up.stderr[-300:])
+    expect("a consumer stopped past its lease, resumed while C holds the same (id, attempt): it does not complete C's "
+           "lease (%r while C runs; A: %s)" % (while_c_runs, [line for line in said.splitlines() if "attempt 1" in line][-1:]),
+           while_c_runs == "pending 1" and "lease had run out" in said and finished and codes == [0, 0], said[-400:])
+
+
 def test_attempts(work, pg):
     """#19.4: WEBHOOK_ATTEMPT, backoff with jitter, --max-attempts then failed with every attempt's error, the
     give-up status, list --state failed, retry."""
@@ -620,8 +694,8 @@ def main():
             only = sys.argv[3:]  # test names to run, for development; all by default
             for test in (test_two_hosts_and_an_outage, test_crashes, test_service, test_consumers, test_failover,
                          test_once_and_hooks, test_purge, test_schema_and_roles, test_listing_once, test_timeouts,
-                         test_session_settings, test_secrets, test_spool_errors, test_leases, test_lease_lost, test_attempts,
-                         test_batches, test_million):
+                         test_session_settings, test_secrets, test_spool_errors, test_leases, test_lease_lost,
+                         test_lease_token, test_attempts, test_batches, test_pipelined_commits, test_million):
                 if only and test.__name__ not in only:
                     continue
                 try:
