@@ -28,7 +28,7 @@ public enum Reload {
     static let refused = SIGUSR2
 
     /// True in the configuration check's process.
-    static var isCheck: Bool { Environment.value(checkVariable) == "1" }
+    public static var isCheck: Bool { Environment.value(checkVariable) == "1" }
 
     /// Asks the server `pid` to reload and waits up to `timeoutSeconds`: nil once it has, else why not.
     public static func request(pid: Int32, timeoutSeconds: Double) -> String? {
@@ -97,9 +97,9 @@ public enum Reload {
                 _ = waitpid(pid, &status, 0)
                 return "the configuration check of \(executable) took over \(Int(timeoutSeconds)) s"
             }
-            relay(from: pipe[0], into: &said, waitingMilliseconds: 20)
+            relay(from: pipe[0], into: &said, waitingMilliseconds: 20, chunks: 1)
         }
-        relay(from: pipe[0], into: &said, waitingMilliseconds: 0)
+        relay(from: pipe[0], into: &said, waitingMilliseconds: 0, chunks: 16)
         guard status != 0 else { return nil }
         let lastLine = String(decoding: said, as: UTF8.self).split(separator: "\n").last.map { ": \(message(of: $0))" }
         return "the configuration check of \(executable) \(Signals.describe(waitStatus: status))\(lastLine ?? "")"
@@ -112,12 +112,13 @@ public enum Reload {
         return String(line[start.upperBound..<end].replacing("\\\"", with: "\""))
     }
 
-    /// Copies what the check wrote so far (waiting up to `waitingMilliseconds` for it) to this process's standard
-    /// error, keeping the last 4 KiB in `said`.
-    private static func relay(from fd: Int32, into said: inout [UInt8], waitingMilliseconds: Int32) {
+    /// Copies what the check wrote so far (waiting up to `waitingMilliseconds` for it, at most `chunks` reads of
+    /// 4 KiB: a check that writes without end still meets its deadline) to this process's standard error, keeping
+    /// the last 4 KiB in `said`.
+    private static func relay(from fd: Int32, into said: inout [UInt8], waitingMilliseconds: Int32, chunks: Int) {
         var ready = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
         var chunk = [UInt8](repeating: 0, count: 4096)
-        while poll(&ready, 1, waitingMilliseconds) > 0 {
+        for _ in 0..<chunks where poll(&ready, 1, waitingMilliseconds) > 0 {
             let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
             guard count > 0 else { return }
             _ = chunk.withUnsafeBytes { write(2, $0.baseAddress, count) }

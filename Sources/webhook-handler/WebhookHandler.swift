@@ -196,7 +196,8 @@ struct Serve: ParsableCommand {
         var hook = hookOptions.hook
         if hook != nil && spool == nil { hook?.privateSlotsDirectory = try Settings.privateHookSlots() }
         defer { if let slots = hook?.privateSlotsDirectory { Settings.removePrivateHookSlots(slots) } }
-        if let hook, let spool { hook.startRunner(for: spool, logFile: nil) }  // retries left by a previous run
+        // Retries left by a previous run; not in a reload's configuration check, which only reads the configuration.
+        if let hook, let spool, !Reload.isCheck { hook.startRunner(for: spool, logFile: nil) }
         var responder = Responder(verifier: verifier, secrets: secrets, spool: spool, hook: hook,
                                   accessLog: try accessLog ?? Settings.accessLog())
         responder.version = WebhookHandler.version
