@@ -256,7 +256,7 @@ extension Hook {
                 }
             }
             close(slot)
-            while spool.pruneTakenIfDue() {}  // cur/'s retention, holding no slot: no payload waits for it
+            spool.pruneTakenIfDue()  // cur/'s retention (one bounded run), holding no slot: no payload waits for it
             let now = wallClock()
             let pending = ids.contains { spool.hookIsDue($0, base: backoffSeconds, now: now) && spool.isFree($0) }
             guard pending, let again = slots.tryAcquire() else { return }

@@ -17,7 +17,8 @@ public struct CurRetention: Sendable, Equatable {
     public static let defaultDays = 7.0
     public static let `default` = CurRetention(seconds: defaultDays * 86400)
     public static let forever = CurRetention(seconds: nil)
-    /// Far beyond the journal's checkpoint bound (60 s), so recovery never names again a payload retention removed.
+    /// Far beyond the journal's checkpoint bound (60 s): a running server's recovery never names again a payload
+    /// retention removed (a server stopped for longer than the retention may: docs/spool.md).
     public static let minimumSeconds = 3600.0
     /// What a value may be, for error messages.
     public static let rule = "a number of days, at least 0.042 (one hour), or 0 or off to keep cur/ forever"
@@ -70,7 +71,7 @@ extension Spool {
         public var removed = 0
         /// The disk space the removed files took (whole blocks: a 1 KiB payload takes 4 KiB on ext4).
         public var bytes = 0
-        /// Files in `cur/` it left (younger than the cut-off, or past `limit`).
+        /// Files in `cur/` it left, younger than the cut-off (of those it looked at, if it stopped at its limit).
         public var kept = 0
         /// It stopped at its limit with more to remove.
         public var more = false
@@ -96,10 +97,13 @@ extension Spool {
                   status.st_mode & S_IFMT == S_IFREG
             else { continue }
             let modified = Double(status.st_mtim.tv_sec) + Double(status.st_mtim.tv_nsec) / 1e9
-            guard modified < cutoff, pruned.removed < limit else {
+            guard modified < cutoff else {
                 pruned.kept += 1
-                pruned.more = pruned.more || modified < cutoff
                 continue
+            }
+            guard pruned.removed < limit else {  // the rest is for the next prune: no scan past the limit
+                pruned.more = true
+                break
             }
             if unlinkat(fd, name, 0) != 0 {
                 if errno == ENOENT { continue }
@@ -117,8 +121,8 @@ extension Spool {
         let size = pruned.bytes < 10 << 20 ? "\((pruned.bytes + 1023) / 1024) KiB"
             : "\(CurRetention.number(Double(pruned.bytes) / 1_048_576)) MiB"
         var line = "spool \(directory): removed \(pruned.removed) files from cur/ stored more than "
-            + "\(retention.description) ago (\(size) of disk); \(pruned.kept) kept"
-        if pruned.more { line += ", more to remove at the next prune" }
+            + "\(retention.description) ago (\(size) of disk); "
+        line += pruned.more ? "more to remove at the next prune" : "\(pruned.kept) kept"
         return line
     }
 
@@ -142,7 +146,9 @@ extension Spool {
         defer { close(fd) }
         var status = stat()
         guard flock(fd, LOCK_EX | LOCK_NB) == 0, fstat(fd, &status) == 0 else { return false }
-        guard first || Double(status.st_mtim.tv_sec) <= wallClock() - Self.pruneInterval else { return false }
+        // Due after the interval, and at once if the stamp is in the future (the clock was set back since).
+        let last = Double(status.st_mtim.tv_sec), now = wallClock()
+        guard first || last <= now - Self.pruneInterval || last > now + 60 else { return false }
         do {
             let pruned = try pruneTaken(olderThan: age, limit: Self.prunePerRun)
             if pruned.removed > 0 { Log.write(.info, describe(pruned, retention: takenRetention)) }

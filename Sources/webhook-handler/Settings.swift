@@ -17,8 +17,8 @@ enum Settings {
     static let journalVariable = "WEBHOOK_SPOOL_JOURNAL"
 
     /// The spool named by `directory`, else by `WEBHOOK_SPOOL_DIR`; nil when neither names one.
-    /// `cur/` is kept for `retention`, else `WEBHOOK_KEEP_CUR_DAYS` (a bad value: 7 days, and a warning, as a CGI
-    /// has no command line to refuse).
+    /// `cur/` is kept for `retention`, else `WEBHOOK_KEEP_CUR_DAYS` (a bad value: forever, and a warning, as a CGI
+    /// has no command line to refuse: a misspelled "keep" must never delete).
     static func spool(directory: String?, groupReadable: Bool = false, journaled: Bool = true,
                       retention: CurRetention? = nil) -> Spool? {
         guard let directory = directory ?? environment(spoolVariable), !directory.isEmpty else { return nil }
@@ -26,7 +26,8 @@ enum Settings {
         let journal = journaled && !["0", "off", "false", "no"].contains(environment(journalVariable) ?? "")
         var spool = Spool(directory: directory, groupReadable: readable, journaled: journal)
         do { spool.takenRetention = try retention ?? CurRetention.configured(nil, named: "") } catch {
-            Log.write(.warning, "\(error); keeping cur/ \(CurRetention.default.description)")
+            spool.takenRetention = .forever
+            Log.write(.warning, "\(error); keeping cur/ forever")
         }
         return spool
     }

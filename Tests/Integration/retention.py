@@ -179,9 +179,12 @@ def test_cgi(work):
     fail_hook_for(spool, "old-waiting")
     done = subprocess.run([HANDLER], env=signed_cgi_environment(SECRET, b"{}", spool, WEBHOOK_KEEP_CUR_DAYS="soon"),
                           input=b"{}", capture_output=True, timeout=60)
-    expect("cgi: a bad WEBHOOK_KEEP_CUR_DAYS does not fail the delivery; it is logged, and 7 days used",
-           b"200" in done.stdout.split(b"\r\n", 1)[0] and b"WEBHOOK_KEEP_CUR_DAYS must be a number of days" in done.stderr,
-           done.stderr[-300:])
+    expect("cgi: a bad WEBHOOK_KEEP_CUR_DAYS does not fail the delivery; it is logged, and cur/ kept forever",
+           b"200" in done.stdout.split(b"\r\n", 1)[0] and b"WEBHOOK_KEEP_CUR_DAYS must be a number of days" in done.stderr
+           and b"keeping cur/ forever" in done.stderr, done.stderr[-300:])
+    time.sleep(3)  # the CGI's runner has run (it prunes at once when nothing says when it last did)
+    expect("cgi: a misspelled value deletes nothing (a 30-day-old file is still in cur/)",
+           os.path.exists(os.path.join(spool, "cur/old-b")))
 
 
 def prune(spool, *arguments, env=None):

@@ -48,7 +48,7 @@ import Testing
         try file("cur/fresh", daysOld: 0.5)
         try FileManager.default.createDirectory(atPath: spool.path("cur", "folder"), withIntermediateDirectories: false)
         let pruned = try spool.pruneTaken(olderThan: 86400, limit: 1)
-        #expect(pruned.removed == 1 && pruned.more && pruned.kept == 2)
+        #expect(pruned.removed == 1 && pruned.more)  // it stops at its limit: what it kept depends on the order
         let rest = try spool.pruneTaken(olderThan: 86400)
         #expect(rest.removed == 1 && !rest.more && rest.kept == 1 && rest.bytes > 0)
         #expect(!exists("cur/a") && !exists("cur/b"))
