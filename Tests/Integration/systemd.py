@@ -202,9 +202,11 @@ def main():
         container.sh("printf '%%s\\n' %s > /etc/webhook-handler/secret" % OLD)
         # A hook (a command per payload) under the hardened unit, added the way an administrator would (a drop-in).
         # The load below writes two lines a delivery (access, hook) to the journal: past journald's default rate
-        # limit (10,000 a unit per 30 s) it would drop the very lines this test reads, so the limit is lifted here.
+        # limit (10,000 a unit per 30 s) it would drop the very lines this test reads, so the limit is raised here.
+        # Raised, not set to 0: systemd 252 exports no per-unit limit of 0 to journald, which then applies its
+        # default (seen: "Suppressed 30124 messages from webhook-handler.service", copy-secret's refusal among them).
         dropin = ('[Service]\nEnvironment="WEBHOOK_EXEC=cat >> /var/lib/webhook-handler/hooked"\n'
-                  'LogRateLimitIntervalSec=0\n')
+                  'LogRateLimitBurst=100000000\n')
         container.sh("mkdir -p /etc/systemd/system/webhook-handler.service.d && cat > "
                      "/etc/systemd/system/webhook-handler.service.d/hook.conf <<'EOF'\n%sEOF\n"
                      "systemctl daemon-reload" % dropin)
@@ -270,7 +272,8 @@ def main():
         said = lambda: container.value("journalctl --no-pager | grep -F 'is shorter than 10 characters'")
         wait_until(lambda: "copy-secret: the secret on line 1" in said(), seconds=30)
         journal = said()
-        expect("bad reload: the journal says why", "copy-secret: the secret on line 1" in journal, journal[-1500:])
+        expect("bad reload: the journal says why", "copy-secret: the secret on line 1" in journal, journal[-1500:] or
+               container.value("journalctl --no-pager | grep -v -F -e 'status=200' -e 'hook ' | tail -8"))
         container.sh("printf '%%s\\n' %s > /etc/webhook-handler/secret" % NEW)
         # The secret above is refused by copy-secret before the server is asked; here the server's own check refuses
         # (an installed build that cannot start with this configuration): `webhook-handler reload` must fail.
