@@ -85,33 +85,30 @@ extension Spool {
     /// names), not a directory or link. A file another process removed meanwhile is skipped.
     public func pruneTaken(olderThan age: Double, limit: Int = .max) throws(SystemError) -> Pruned {
         let directory = path("cur")
-        guard let stream = opendir(directory) else { throw SystemError(operation: "read \(directory)", code: errno) }
-        defer { closedir(stream) }
         let cutoff = wallClock() - age
-        let fd = dirfd(stream)
         var pruned = Pruned()
-        while let entry = readdir(stream) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        try forEachEntry(in: directory) { fd, name throws(SystemError) in
             var status = stat()
-            guard !name.hasPrefix("."), fstatat(fd, name, &status, AT_SYMLINK_NOFOLLOW) == 0,
-                  status.st_mode & S_IFMT == S_IFREG
-            else { continue }
+            guard fstatat(fd, name, &status, AT_SYMLINK_NOFOLLOW) == 0, status.st_mode & S_IFMT == S_IFREG else {
+                return true
+            }
             let modified = Double(status.st_mtim.tv_sec) + Double(status.st_mtim.tv_nsec) / 1e9
             guard modified < cutoff else {
                 pruned.kept += 1
-                continue
+                return true
             }
             guard pruned.removed < limit else {  // the rest is for the next prune: no scan past the limit
                 pruned.more = true
-                break
+                return false
             }
             if unlinkat(fd, name, 0) != 0 {
-                if errno == ENOENT { continue }
+                if errno == ENOENT { return true }
                 throw SystemError(operation: "remove \(directory)/\(name)", code: errno)
             }
             pruned.removed += 1
             pruned.bytes += Int(status.st_blocks) * 512
             if pruned.removed % Self.pruneBatch == 0 { usleep(10_000) }
+            return true
         }
         return pruned
     }

@@ -37,14 +37,27 @@ package func retryingOnInterrupt<T: BinaryInteger>(_ call: () -> T) -> T {
 
 /// The names in `directory` that do not start with a dot, sorted.
 public func directoryEntries(_ directory: String) throws(SystemError) -> [String] {
-    guard let stream = opendir(directory) else { throw SystemError(operation: "read \(directory)", code: errno) }
-    defer { closedir(stream) }
     var names: [String] = []
-    while let entry = readdir(stream) {
-        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-        if !name.hasPrefix(".") { names.append(name) }
+    try forEachEntry(in: directory) { _, name in
+        names.append(name)
+        return true
     }
     return names.sorted()
+}
+
+/// Calls `body` with the directory's descriptor (for the `*at` calls) and each name in `directory` that does not
+/// start with a dot, in `readdir`'s order, one at a time (a directory of millions is never held in memory), until
+/// `body` returns false.
+package func forEachEntry(in directory: String, _ body: (_ directoryFD: Int32, _ name: String) throws(SystemError) -> Bool)
+    throws(SystemError)
+{
+    guard let stream = opendir(directory) else { throw SystemError(operation: "read \(directory)", code: errno) }
+    defer { closedir(stream) }
+    let fd = dirfd(stream)
+    while let entry = readdir(stream) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        if !name.hasPrefix("."), try !body(fd, name) { return }
+    }
 }
 
 /// Writes all of `bytes` to `fd` — at its file position, or at `offset` (`pwrite`) — retrying short writes and
